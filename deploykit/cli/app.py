@@ -1,0 +1,57 @@
+"""The typer app and the one place where errors become a message and an exit code."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from typing import Callable
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from deploykit.core.errors import DeployKitError
+
+app = typer.Typer(
+    help="Take a PyTorch vision model to an edge device and prove what it costs and what it loses.",
+    no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
+)
+console = Console()
+err_console = Console(stderr=True, soft_wrap=True)  # an error stays one greppable line
+
+
+def command(fn: Callable) -> Callable:
+    """Register `fn` as a command whose failures print one clear message, not a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except DeployKitError as exc:
+            _fail(exc.message, exc.fix, exc.exit_code)
+        except KeyboardInterrupt:
+            _fail("interrupted", None, 130)
+        except Exception as exc:  # noqa: BLE001 - last resort: still one line, traceback on request
+            if os.environ.get("DEPLOYKIT_DEBUG"):
+                raise
+            _fail(f"internal error: {type(exc).__name__}: {exc}", "rerun with DEPLOYKIT_DEBUG=1 and report it", 3)
+
+    return app.command()(wrapper)
+
+
+def _fail(message: str, fix: str | None, code: int) -> None:
+    # escaped: messages hold brackets (pip install "deploykit[coreml]") that rich would take as markup
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True)
+    if fix:
+        err_console.print(f"  [bold]fix:[/] {escape(fix)}", highlight=False)
+    raise typer.Exit(code)
+
+
+def _register_commands() -> None:
+    from deploykit.cli import eval_cmd, export_cmd, models_cmd  # noqa: F401 - importing registers the commands
+
+
+def main() -> None:
+    _register_commands()
+    sys.exit(app())

@@ -1,0 +1,1 @@
+"""Light-weight foundations: errors, registries, manifests, comparisons. No torch imports here."""

@@ -1,0 +1,89 @@
+"""The manifest every artifact carries (JSON beside it): where it came from and how it was checked."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import platform
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from deploykit.core.fsutil import sha256_file, write_text_atomic
+
+MANIFEST_SUFFIX = ".manifest.json"
+TRACKED_TOOLS = ("deploykit", "torch", "onnx", "onnxruntime", "onnxsim", "openvino", "coremltools", "tensorrt")
+
+
+def tool_versions(names: tuple[str, ...] = TRACKED_TOOLS) -> dict[str, str]:
+    """Installed versions of the tools that can change an artifact (absent ones left out)."""
+    versions = {"python": platform.python_version()}
+    for name in names:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+@dataclass
+class PassRecord:
+    name: str
+    config: dict
+    report: dict = field(default_factory=dict)
+
+
+@dataclass
+class Manifest:
+    model: str
+    target: str
+    artifact: str  # file name, relative to the manifest
+    weights_sha256: str  # or "random-init"
+    preprocess: dict
+    input_shape: list[int]
+    passes: list[PassRecord] = field(default_factory=list)
+    parent: dict = field(default_factory=dict)  # {"kind": "torch-training-form", "sha256": ...}
+    precision: str = "fp32"
+    opset: int | None = None
+    versions: dict = field(default_factory=tool_versions)
+    parity: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)
+    sha256: str = ""
+    size_bytes: int = 0
+
+    def finalize(self, artifact_path: Path) -> "Manifest":
+        """Record the artifact's hash and size (after it is complete)."""
+        self.sha256 = sha256_file(artifact_path) if artifact_path.is_file() else _dir_digest(artifact_path)
+        self.size_bytes = _size(artifact_path)
+        return self
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=False)
+
+    def write(self, path: Path) -> None:
+        write_text_atomic(path, self.to_json() + "\n")
+
+    @classmethod
+    def read(cls, path: Path) -> "Manifest":
+        data = json.loads(Path(path).read_text())
+        data["passes"] = [PassRecord(**p) for p in data.get("passes", [])]
+        return cls(**data)
+
+
+def manifest_path(artifact: Path) -> Path:
+    return artifact.with_name(artifact.name + MANIFEST_SUFFIX)
+
+
+def _size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _dir_digest(path: Path) -> str:
+    """A directory artifact (.mlpackage) hashes as its sorted relative paths and file hashes."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for p in sorted(q for q in path.rglob("*") if q.is_file()):
+        digest.update(f"{p.relative_to(path)}\0{sha256_file(p)}\n".encode())
+    return digest.hexdigest()

@@ -1,0 +1,72 @@
+"""Pixels -> model input: THE one implementation of a `Preprocess`, used for the float model and for
+every artifact, so an accuracy gap between them can never come from two copies of the resize code."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from deploykit.core.errors import DeployKitError
+from deploykit.core.preprocess import Preprocess
+
+_RESAMPLE = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+}
+
+
+def preprocess_image(image: Image.Image, preprocess: Preprocess) -> np.ndarray:
+    """Convert, resize, centre-crop, scale and normalise one image: float32 CHW."""
+    image = image.convert("L" if preprocess.channels == "L" else "RGB")
+    image = _resize(image, preprocess)
+    image = _centre_crop(image, preprocess.input_size)
+    return _normalise(_to_chw(image, preprocess.channels), preprocess)
+
+
+def resized_size(width: int, height: int, preprocess: Preprocess) -> tuple[int, int]:
+    """(width, height) after the resize step; the short side follows torchvision's rounding
+    (long side truncated), so published recipes written with torchvision give the same pixels."""
+    target = preprocess.resize
+    if target is None:
+        return width, height
+    if preprocess.resize_exact:
+        return target, target
+    if width <= height:
+        return target, int(target * height / width)
+    return int(target * width / height), target
+
+
+def _resize(image: Image.Image, preprocess: Preprocess) -> Image.Image:
+    size = resized_size(*image.size, preprocess)
+    if size == image.size:
+        return image
+    return image.resize(size, resample=_RESAMPLE[preprocess.interpolation])
+
+
+def _centre_crop(image: Image.Image, size: int) -> Image.Image:
+    width, height = image.size
+    if width < size or height < size:
+        # Padding (torchvision's choice) would silently feed black borders; an error shows the mismatch.
+        raise DeployKitError(f"image is {width}x{height}, smaller than the {size}x{size} input",
+                             fix="set a resize (--resize) or a smaller --size")
+    left = int(round((width - size) / 2.0))  # torchvision's CenterCrop offsets
+    top = int(round((height - size) / 2.0))
+    if (left, top, size, size) == (0, 0, width, height):
+        return image
+    return image.crop((left, top, left + size, top + size))
+
+
+def _to_chw(image: Image.Image, channels: str) -> np.ndarray:
+    pixels = np.asarray(image, dtype=np.float32)
+    if channels == "L":
+        return pixels[np.newaxis]
+    chw = pixels.transpose(2, 0, 1)
+    return chw[::-1] if channels == "BGR" else chw
+
+
+def _normalise(chw: np.ndarray, preprocess: Preprocess) -> np.ndarray:
+    mean = np.asarray(preprocess.mean, dtype=np.float32).reshape(-1, 1, 1)
+    std = np.asarray(preprocess.std, dtype=np.float32).reshape(-1, 1, 1)
+    scaled = chw * np.float32(preprocess.scale)
+    return np.ascontiguousarray((scaled - mean) / std, dtype=np.float32)

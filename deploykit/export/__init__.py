@@ -1,0 +1,1 @@
+"""Export adapters, one per target; each imports its backend lazily."""

@@ -1,0 +1,1 @@
+"""End-to-end workflows composed from zoo, passes, export and runtimes (the layer under the CLI)."""

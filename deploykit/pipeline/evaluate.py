@@ -1,0 +1,248 @@
+"""What to evaluate -> a predict function and its preprocessing -> accuracy on a dataset.
+
+A zoo name runs the float PyTorch model (default weights from the shared data folder when the zoo
+knows them); an `.onnx` file runs in ONNX Runtime with the preprocessing from its manifest, or, for
+an outside model without one, from explicit options. Either way the pixels go through the one
+implementation in `deploykit.data.preprocess`."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from deploykit import zoo
+from deploykit.core.errors import DeployKitError
+from deploykit.core.manifest import Manifest, manifest_path
+from deploykit.core.paths import data_dir
+from deploykit.core.preprocess import Preprocess
+from deploykit.data.datasets import open_dataset
+from deploykit.profile.accuracy import EvalResult, Predict, Progress, evaluate
+
+ARTIFACT_SUFFIXES = (".onnx",)
+
+
+@dataclass(frozen=True)
+class PreprocessOptions:
+    """Preprocessing for an ONNX file that has no manifest; None means "infer or default"."""
+
+    size: int | None = None
+    resize: int | None = None
+    interpolation: str | None = None
+    scale: float | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    grayscale: bool = False
+
+    def given(self) -> list[str]:
+        return [f.name for f in fields(self) if getattr(self, f.name) not in (None, False)]
+
+
+@dataclass(frozen=True)
+class EvalRequest:
+    target: str  # a zoo model name or an artifact path
+    data: Path
+    weights: Path | None = None
+    limit: int | None = None
+    batch_size: int = 32
+    seed: int = 0
+    threads: int = 2
+    options: PreprocessOptions = field(default_factory=PreprocessOptions)
+
+
+@dataclass
+class Evaluable:
+    """A ready-to-run model: its predict function, its preprocessing and how to name it."""
+
+    predict: Predict
+    preprocess: Preprocess
+    description: str
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class EvalOutcome:
+    result: EvalResult
+    preprocess: Preprocess
+    description: str
+    data: Path
+    warnings: list[str] = field(default_factory=list)
+
+
+def run_eval(request: EvalRequest, progress: Progress | None = None) -> EvalOutcome:
+    """Open the data first (cheap, and the commonest mistake), then load the model and evaluate."""
+    data = resolve_data(request.data)
+    dataset = open_dataset(data)
+    model = resolve_model(request)
+    result = evaluate(model.predict, dataset, model.preprocess, limit=request.limit, seed=request.seed,
+                      batch_size=request.batch_size, progress=progress, workers=request.threads)
+    return EvalOutcome(result, model.preprocess, model.description, data, model.warnings)
+
+
+def resolve_data(path: Path) -> Path:
+    """`path` as given, else relative to the shared data folder (`--data mnist`)."""
+    path = Path(path)
+    if path.exists() or path.is_absolute():
+        return path
+    shared = data_dir() / path
+    if shared.exists():
+        return shared
+    raise DeployKitError(f"dataset not found: {path} (nor {shared})", fix="check the --data path")
+
+
+def resolve_model(request: EvalRequest) -> Evaluable:
+    target = request.target
+    if target.endswith(ARTIFACT_SUFFIXES) or Path(target).is_file():
+        if request.weights is not None:
+            raise DeployKitError("--weights applies only to zoo models", fix="drop it: the artifact holds its weights")
+        return onnx_evaluable(Path(target), request.options, threads=request.threads)
+    if request.options.given():
+        raise DeployKitError(f"--{request.options.given()[0]} applies only to an ONNX file without a manifest",
+                             fix=f"drop it: {target}'s preprocessing comes from the zoo")
+    return zoo_evaluable(target, request.weights, threads=request.threads)
+
+
+# --- ONNX artifacts -------------------------------------------------------------------------------
+
+def onnx_evaluable(path: Path, options: PreprocessOptions, *, threads: int) -> Evaluable:
+    from deploykit.runtimes.onnxruntime import OrtModel
+
+    if path.suffix not in ARTIFACT_SUFFIXES or not path.is_file():
+        what = "not found" if not path.exists() else "not an ONNX file"
+        raise DeployKitError(f"artifact {what}: {path}", fix="pass a zoo model name or an .onnx file")
+    session = OrtModel(path, threads=threads)
+    shape = list(session.session.get_inputs()[0].shape)  # the graph itself is the truth about its batch
+    preprocess, origin, warnings = _artifact_preprocess(path, options, shape)
+    static = shape[0] if isinstance(shape[0], int) else None
+    batch_note = f"static batch {static}" if static else "dynamic batch"
+    predict = fixed_batch(session.run, static) if static else session.run
+    return Evaluable(predict, preprocess, f"{path.name} in ONNX Runtime ({batch_note}; preprocessing {origin})",
+                     warnings)
+
+
+def _artifact_preprocess(path: Path, options: PreprocessOptions, shape: list) -> tuple[Preprocess, str, list]:
+    """(preprocessing, where it came from, warnings): the manifest's when there is one."""
+    manifest_file = manifest_path(path)
+    if not manifest_file.is_file():
+        return options_preprocess(options, shape), "from options", []
+    if options.given():
+        raise DeployKitError(f"--{options.given()[0]} conflicts with {manifest_file.name}",
+                             fix="drop the preprocessing options: the manifest records how it was exported")
+    manifest, preprocess = _read_manifest(manifest_file)
+    warnings = []
+    if manifest.weights_sha256 == "random-init":
+        warnings.append(f"{path.name} was exported from a random init: expect chance-level accuracy")
+    return preprocess, f"from {manifest_file.name}", warnings
+
+
+def _read_manifest(manifest_file: Path) -> tuple[Manifest, Preprocess]:
+    try:
+        manifest = Manifest.read(manifest_file)
+        return manifest, Preprocess.from_dict(manifest.preprocess)
+    except (ValueError, TypeError, KeyError) as exc:  # JSONDecodeError is a ValueError
+        raise DeployKitError(f"cannot read {manifest_file}: {exc}",
+                             fix="re-export the artifact, or remove the manifest and pass options") from exc
+
+
+def options_preprocess(options: PreprocessOptions, input_shape: list) -> Preprocess:
+    """Preprocessing for an outside ONNX file: options first, then the graph's declared input shape;
+    defaults are no resize, pixels scaled to [0, 1], mean 0 and std 1."""
+    declared = [d if isinstance(d, int) else None for d in (list(input_shape) + [None] * 4)[:4]]
+    channels = _channels(options.grayscale, declared[1])
+    n = 1 if channels == "L" else 3
+    return Preprocess(
+        input_size=options.size or _declared_size(declared), resize=options.resize,
+        interpolation=options.interpolation or "bilinear", channels=channels,
+        scale=1.0 / 255.0 if options.scale is None else options.scale,
+        mean=_per_channel(options.mean, n, 0.0, "mean"), std=_per_channel(options.std, n, 1.0, "std"),
+    )
+
+
+def _channels(grayscale: bool, declared: int | None) -> str:
+    if grayscale and declared not in (None, 1):
+        raise DeployKitError(f"--grayscale gives 1 channel but the model takes {declared}",
+                             fix="drop --grayscale")
+    return "L" if grayscale or declared == 1 else "RGB"
+
+
+def _declared_size(declared: list) -> int:
+    height, width = declared[2], declared[3]
+    if height is None or height != width:
+        raise DeployKitError(f"cannot tell a square input size from the model's input shape {declared}",
+                             fix="pass --size")
+    return height
+
+
+def _per_channel(values: tuple[float, ...] | None, n: int, default: float, name: str) -> tuple[float, ...]:
+    if values is None:
+        return (default,) * n
+    if len(values) == 1:
+        return tuple(values) * n
+    if len(values) != n:
+        raise DeployKitError(f"--{name} has {len(values)} values for {n}-channel input",
+                             fix=f"give 1 or {n} comma-separated values")
+    return tuple(values)
+
+
+def fixed_batch(run: Callable[[np.ndarray], np.ndarray], size: int) -> Predict:
+    """Feed a graph with a static batch dimension: run slices of exactly `size`, padding the last one
+    with zeros and dropping the padded rows' outputs."""
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        outputs = []
+        for start in range(0, len(batch), size):
+            chunk = batch[start:start + size]
+            pad = size - len(chunk)
+            if pad:
+                chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
+            outputs.append(run(chunk)[:size - pad])
+        return np.concatenate(outputs)
+
+    return predict
+
+
+# --- zoo models in PyTorch ------------------------------------------------------------------------
+
+def zoo_evaluable(name: str, weights: Path | None, *, threads: int) -> Evaluable:
+    entry = zoo.get(name)
+    model, source, warnings = load_zoo_model(name, weights)
+    return Evaluable(_torch_predict(model.eval(), threads), entry.preprocess, f"{name} in PyTorch ({source})",
+                     warnings)
+
+
+def load_zoo_model(name: str, weights: Path | None):
+    """(model, where its weights came from, warnings). A family's own pretrained loader wins, because
+    some checkpoints need adapting (renamed keys, missing BN counters); its default weights are used
+    when none are given. Without a loader, --weights load strictly; with none, a random init."""
+    from deploykit.pipeline.export import ExportRequest, build_float_model
+
+    loader = pretrained_loader(name)
+    if loader is not None:
+        return loader(weights), Path(weights).name if weights else "the zoo's default weights", []
+    model, _ = build_float_model(ExportRequest(model=name, weights=weights))
+    if weights is not None:
+        return model, Path(weights).name, []
+    return model, "random init", [f"no weights for {name}: evaluating a random init (pass --weights)"]
+
+
+def pretrained_loader(name: str) -> Callable[[Path | None], object] | None:
+    """The zoo family's `load_pretrained(name, path)` or `load_pretrained_<name>(path)`, if it has one."""
+    family = importlib.import_module(f"deploykit.zoo.{zoo.get(name).family}")
+    if name in getattr(family, "DEFAULT_WEIGHTS", {}) and hasattr(family, "load_pretrained"):
+        return lambda path: family.load_pretrained(name, path)
+    return getattr(family, f"load_pretrained_{name}", None)
+
+
+def _torch_predict(model, threads: int) -> Predict:
+    import torch
+
+    torch.set_num_threads(threads)  # the CLI process is ours; the count is an explicit argument
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return model(torch.from_numpy(batch)).numpy()
+
+    return predict

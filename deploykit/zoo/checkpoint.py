@@ -1,0 +1,149 @@
+"""Loading weights safely: `weights_only=True` for pickles, safetensors otherwise. Never runs pickled code."""
+
+from __future__ import annotations
+
+import pickle
+import pickletools
+import warnings
+import zipfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from deploykit.core.errors import DeployKitError
+
+PICKLE_SUFFIXES = {".pth", ".pt", ".th", ".bin", ".ckpt"}
+WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "net")
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a checkpoint file, unwrapped (`state_dict`/`model` keys, `module.` prefix)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DeployKitError(f"weights file not found: {path}", fix="check the --weights path")
+    if path.suffix == ".safetensors":
+        state = _read_safetensors(path)
+    elif path.suffix in PICKLE_SUFFIXES:
+        state = _read_pickle(path)
+    else:
+        raise DeployKitError(f"unsupported weights format {path.suffix!r}",
+                             fix=f"use .safetensors or one of {', '.join(sorted(PICKLE_SUFFIXES))}")
+    return _strip_prefix(_unwrap(state, path), "module.")
+
+
+def _read_safetensors(path: Path) -> dict:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise DeployKitError(f"{path} is not a valid safetensors file: {exc}",
+                             fix="re-download or re-save the checkpoint") from exc
+
+
+def _read_pickle(path: Path) -> dict:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's pickle-protocol notices are noise; failures raise
+            return torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        unsafe = _unsafe_globals(path)
+        if not unsafe:  # garbage bytes surface as UnpicklingError too
+            raise DeployKitError(f"{path} is not a readable PyTorch checkpoint (corrupt pickle stream)",
+                                 fix="re-download or re-save the checkpoint") from exc
+        raise DeployKitError(
+            f"{path} holds pickled objects that would run code on load ({', '.join(unsafe[:3])}); "
+            "deploykit refuses to load it",
+            fix="re-save it as a plain state_dict (torch.save(model.state_dict(), ...)) or as .safetensors",
+        ) from exc
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise DeployKitError(f"{path} is not a readable PyTorch checkpoint ({_first_line(exc)})",
+                             fix="re-download or re-save the checkpoint") from exc
+
+
+# Globals a plain tensor checkpoint legitimately references; anything else could run code when unpickled.
+SAFE_GLOBAL_PREFIXES = ("torch.", "collections.OrderedDict", "_codecs.encode", "numpy.", "builtins.")
+
+
+def _unsafe_globals(path: Path) -> list[str]:
+    """Names the pickle would import, read with pickletools (which never executes anything)."""
+    found, strings = [], []
+    try:
+        for opcode, arg, _ in pickletools.genops(_pickle_bytes(path)):
+            if isinstance(arg, str) and "UNICODE" in opcode.name:
+                strings.append(arg)
+            elif opcode.name == "GLOBAL":
+                found.append(arg.replace(" ", "."))
+            elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
+                found.append(f"{strings[-2]}.{strings[-1]}")
+    except Exception:  # noqa: BLE001 - a corrupt stream: judge what was read before it broke
+        pass
+    return [name for name in found if not name.startswith(SAFE_GLOBAL_PREFIXES)]
+
+
+def _pickle_bytes(path: Path) -> bytes:
+    """The pickle stream: the whole file, or `*/data.pkl` inside torch's zip format."""
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            member = next((n for n in archive.namelist() if n.endswith("data.pkl")), None)
+            return archive.read(member) if member else b""
+    return Path(path).read_bytes()
+
+
+def _unwrap(state: object, path: Path) -> dict:
+    for _ in range(3):  # checkpoints nest {"model": {"state_dict": ...}} at most a couple of levels
+        if isinstance(state, dict) and not _is_tensor_dict(state):
+            inner = next((state[k] for k in WRAPPER_KEYS if isinstance(state.get(k), dict)), None)
+            if inner is None:
+                break
+            state = inner
+    if not isinstance(state, dict) or not _is_tensor_dict(state):
+        raise DeployKitError(f"{path} holds no state_dict of tensors",
+                             fix="save model.state_dict(), optionally under a 'state_dict' or 'model' key")
+    return state
+
+
+def _is_tensor_dict(d: dict) -> bool:
+    return bool(d) and all(isinstance(v, torch.Tensor) for v in d.values())
+
+
+def _strip_prefix(state: dict, prefix: str) -> dict:
+    if all(k.startswith(prefix) for k in state):
+        return {k[len(prefix):]: v for k, v in state.items()}
+    return state
+
+
+def load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str = "weights") -> nn.Module:
+    """Strict load with an error that lists missing, unexpected and mis-shaped keys."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    mismatched = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or mismatched:
+        raise DeployKitError(_mismatch_message(source, missing, unexpected, mismatched, own, state),
+                             fix="check that the checkpoint belongs to this model and --num-classes")
+    model.load_state_dict(state, strict=True)
+    return model
+
+
+def _mismatch_message(source, missing, unexpected, mismatched, own, state) -> str:
+    parts = [f"{source} do not fit the model"]
+    for label, keys in (("missing", missing), ("unexpected", unexpected)):
+        if keys:
+            parts.append(f"{len(keys)} {label} keys: {_preview(keys)}")
+    if mismatched:
+        shapes = [f"{k} {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in mismatched[:3]]
+        parts.append(f"{len(mismatched)} shape mismatches: {'; '.join(shapes)}")
+    return "\n  ".join(parts)
+
+
+def _preview(keys: list[str], n: int = 5) -> str:
+    more = f" … (+{len(keys) - n})" if len(keys) > n else ""
+    return ", ".join(keys[:n]) + more
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,69 @@
+"""ONNX export of every zoo model: ORT parity against the training form, no BatchNormalization left."""
+
+from __future__ import annotations
+
+import onnx
+import pytest
+import torch
+
+from deploykit import zoo
+from deploykit.core.manifest import Manifest, manifest_path
+from deploykit.core.fsutil import sha256_file
+from deploykit.pipeline.export import ExportRequest, export
+from deploykit.zoo.checkpoint import read_state_dict
+from tests.conftest import randomize_bn
+
+BIG = {"repvgg_b1", "repvgg_b2", "repvgg_b3"}
+ZOO = [pytest.param(n, marks=pytest.mark.slow) if n in BIG else n for n in zoo.names()]
+
+
+def _random_bn_weights(name: str, path, num_classes: int = 10):
+    """A safetensors checkpoint with random BN statistics, so parity is tested on non-trivial folds."""
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    model = randomize_bn(zoo.create(name, num_classes=num_classes), seed=3, input_shape=(64, 3, 64, 64))
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return path
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_export_parity_and_no_batchnorm(name, tmp_path):
+    weights = _random_bn_weights(name, tmp_path / "w.safetensors")
+    outcome = export(ExportRequest(model=name, weights=weights, out_dir=tmp_path / "out", input_size=64,
+                                   num_classes=10))
+    assert outcome.build.parity.passed and outcome.build.parity.max_rel_err <= 1e-4
+    assert outcome.build.details["op_counts"].get("BatchNormalization", 0) == 0
+    graph = onnx.load(str(outcome.artifact))
+    assert [d.dim_value for d in graph.graph.input[0].type.tensor_type.shape.dim] == [1, 3, 64, 64]
+
+
+def test_manifest_records_provenance(tmp_path):
+    weights = _random_bn_weights("repvgg_a0", tmp_path / "w.safetensors")
+    outcome = export(ExportRequest(model="repvgg_a0", weights=weights, out_dir=tmp_path, input_size=64,
+                                   num_classes=10))
+    manifest = Manifest.read(manifest_path(outcome.artifact))
+    assert manifest.sha256 == sha256_file(outcome.artifact)
+    assert manifest.weights_sha256 == sha256_file(weights)
+    assert [p.name for p in manifest.passes] == ["reparameterize", "fold_bn"]
+    assert {"torch", "onnx", "onnxruntime", "deploykit"} <= set(manifest.versions)
+    assert manifest.parity["passed"] and manifest.preprocess["input_size"] == 64
+    assert not list(tmp_path.glob(".deploykit-*")), "staging directory left behind"
+
+
+def test_deploy_graph_structure_at_224(tmp_path):
+    """The acceptance figures: conv counts and parameter totals of the deploy graphs."""
+    expected = {"mobileone_s1": (43, 4.76e6), "repvgg_a0": (22, 8.31e6)}
+    for name, (convs, params) in expected.items():
+        outcome = export(ExportRequest(model=name, out_dir=tmp_path))
+        assert outcome.build.details["op_counts"]["Conv"] == convs
+        graph = onnx.load(str(outcome.artifact)).graph
+        total = sum(int(torch.tensor(list(t.dims)).prod()) if t.dims else 1 for t in graph.initializer)
+        assert abs(total - params) / params < 0.01, (name, total)
+
+
+def test_checkpoint_round_trip_pth(tmp_path):
+    model = randomize_bn(zoo.create("mobileone_s0", num_classes=10))
+    torch.save({"state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}}, tmp_path / "w.pth")
+    state = read_state_dict(tmp_path / "w.pth")
+    assert set(state) == set(model.state_dict())
