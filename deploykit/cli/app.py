@@ -23,6 +23,11 @@ err_console = Console(stderr=True, soft_wrap=True)  # an error stays one greppab
 
 def command(fn: Callable) -> Callable:
     """Register `fn` as a command whose failures print one clear message, not a traceback."""
+    return app.command()(handled(fn))
+
+
+def handled(fn: Callable) -> Callable:
+    """`fn` with its failures printed as one clear message and an exit code (for commands of sub-apps)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -37,7 +42,7 @@ def command(fn: Callable) -> Callable:
                 raise
             _fail(f"internal error: {type(exc).__name__}: {exc}", "rerun with DEPLOYKIT_DEBUG=1 and report it", 3)
 
-    return app.command()(wrapper)
+    return wrapper
 
 
 def _fail(message: str, fix: str | None, code: int) -> None:
@@ -49,7 +54,11 @@ def _fail(message: str, fix: str | None, code: int) -> None:
 
 
 def _register_commands() -> None:
-    from deploykit.cli import eval_cmd, export_cmd, models_cmd  # noqa: F401 - importing registers the commands
+    # importing registers the commands
+    from deploykit.cli import eval_cmd, export_cmd, finetune_cmd, models_cmd, prune_cmd  # noqa: F401
+    from deploykit.cli import run_cmd  # noqa: F401 - `run` and `check`
+    from deploykit.cli import profile_cmd  # noqa: F401
+    from deploykit.cli import agent_cmd  # noqa: F401 - `agent serve`
 
 
 def main() -> None:

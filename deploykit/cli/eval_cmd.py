@@ -34,6 +34,10 @@ def eval(  # noqa: A001 - the command is `deploykit eval`; typer names it after 
     mean: Optional[str] = typer.Option(None, help=f"{_OUTSIDE} comma-separated, after scaling (default 0)"),
     std: Optional[str] = typer.Option(None, help=f"{_OUTSIDE} comma-separated, after scaling (default 1)"),
     grayscale: bool = typer.Option(False, "--grayscale", help=f"{_OUTSIDE} one luminance channel"),
+    exclude_calib: Optional[Path] = typer.Option(None, "--exclude-calib", metavar="INT8_ARTIFACT",
+                                                 help="leave out the images this int8 artifact was calibrated on "
+                                                      "(its whole --calib-split part when --data is that folder)"),
+    runtime: str = typer.Option("onnxruntime", help="for an .onnx file: onnxruntime or openvino"),
 ) -> None:
     """Measure top-1/top-5 accuracy of MODEL_OR_ARTIFACT on --data.
 
@@ -45,7 +49,8 @@ def eval(  # noqa: A001 - the command is `deploykit eval`; typer names it after 
                                 scale=scale, mean=_floats(mean, "mean"), std=_floats(std, "std"),
                                 grayscale=grayscale)
     request = EvalRequest(target=model, data=data, weights=weights, limit=limit, seed=seed,
-                          batch_size=batch_size, threads=threads, options=options)
+                          batch_size=batch_size, threads=threads, options=options, exclude_calib=exclude_calib,
+                          runtime=runtime)
     with _progress_bar() as bar:
         task = bar.add_task("evaluating", total=None)
         outcome = run_eval(request, progress=lambda done, total: bar.update(task, completed=done, total=total))

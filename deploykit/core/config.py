@@ -1,6 +1,8 @@
 """Typed, frozen configuration from YAML: recipes/ and devices/ are data validated against dataclasses.
 
 Unknown keys, wrong types and missing keys are errors that name the key, the file and the line.
+A type whose shape depends on its own values (a pass whose options depend on its name) converts itself
+with a `__from_yaml__(node: ConfigNode)` classmethod; `context` carries what it needs to look things up.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ import dataclasses
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal, TypeVar, Union
+from typing import Any, Literal, Mapping, TypeVar, Union
 
 import yaml
 
@@ -22,8 +24,8 @@ class ConfigError(DeployKitError):
     """A config file that does not match its schema."""
 
 
-def load_config(path: Path, schema: type[T]) -> T:
-    """Parse `path` (YAML) into the frozen dataclass `schema`."""
+def load_config(path: Path, schema: type[T], *, context: Mapping[str, Any] | None = None) -> T:
+    """Parse `path` (YAML) into the frozen dataclass `schema`; `context` goes to `__from_yaml__` hooks."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
@@ -33,19 +35,77 @@ def load_config(path: Path, schema: type[T]) -> T:
         raise ConfigError(f"{path}: not valid YAML: {exc}", fix="fix the YAML syntax at the line shown") from exc
     if node is None:
         raise ConfigError(f"{path}: the file is empty")
-    return _convert(node, schema, _Where(str(path), schema.__name__))
+    return _convert(node, schema, _Where(str(path), schema.__name__, dict(context or {})))
 
 
 @dataclasses.dataclass(frozen=True)
 class _Where:
     file: str
     key: str
+    context: Mapping[str, Any] = dataclasses.field(default_factory=dict, compare=False)
 
     def at(self, node: yaml.Node) -> str:
         return f"{self.file}:{node.start_mark.line + 1}"
 
     def child(self, key: object) -> "_Where":
-        return _Where(self.file, f"{self.key}.{key}")
+        return _Where(self.file, f"{self.key}.{key}", self.context)
+
+
+@dataclasses.dataclass(frozen=True)
+class ConfigNode:
+    """A YAML node under conversion as a `__from_yaml__` hook sees it: convert parts, fail with key + line."""
+
+    node: yaml.Node
+    where: _Where
+    key: yaml.Node | None = None  # the mapping key that introduced this value, for errors about the key
+
+    @property
+    def context(self) -> Mapping[str, Any]:
+        return self.where.context
+
+    @property
+    def is_mapping(self) -> bool:
+        return isinstance(self.node, yaml.MappingNode)
+
+    def is_null(self) -> bool:
+        return isinstance(self.node, yaml.ScalarNode) and self.node.tag.endswith(":null")
+
+    def scalar(self) -> Any:
+        """The plain value of a scalar node (str, int, float, bool or None)."""
+        if not isinstance(self.node, yaml.ScalarNode):
+            raise self.fail("expected a single value")
+        return _scalar_value(self.node)
+
+    def items(self) -> list[tuple[str, "ConfigNode"]]:
+        """(key, value node) of a mapping; a value's errors name it under its key."""
+        if not self.is_mapping:
+            raise self.fail("expected a mapping")
+        _check_duplicates(self.node, self.where)
+        return [(k.value, ConfigNode(v, self.where.child(k.value), k)) for k, v in self.node.value]
+
+    def child(self, key: str | int) -> "ConfigNode":
+        """The value under `key` (a mapping key or a list index); this node itself when it is absent."""
+        if isinstance(self.node, yaml.SequenceNode) and isinstance(key, int) and key < len(self.node.value):
+            return ConfigNode(self.node.value[key], self.where.child(key))
+        if self.is_mapping:
+            for k, v in self.node.value:
+                if k.value == key:
+                    return ConfigNode(v, self.where.child(key), k)
+        return self
+
+    def convert(self, annotation: Any) -> Any:
+        return _convert(self.node, annotation, self.where)
+
+    def convert_fields(self, cls: type) -> Any:
+        """`cls` from this mapping the ordinary way (for a hook that checks more afterwards)."""
+        return _to_dataclass(self.node, cls, self.where)
+
+    def fail(self, message: str, fix: str | None = None) -> ConfigError:
+        return _fail(self.where, self.node, message, fix)
+
+    def key_fail(self, message: str, fix: str | None = None) -> ConfigError:
+        """An error at the line of the key (a nested mapping's value starts a line later)."""
+        return _fail(self.where, self.key or self.node, message, fix)
 
 
 def _fail(where: _Where, node: yaml.Node, message: str, fix: str | None = None) -> ConfigError:
@@ -54,6 +114,8 @@ def _fail(where: _Where, node: yaml.Node, message: str, fix: str | None = None) 
 
 def _convert(node: yaml.Node, annotation: Any, where: _Where) -> Any:
     origin = typing.get_origin(annotation)
+    if isinstance(annotation, type) and hasattr(annotation, "__from_yaml__"):
+        return annotation.__from_yaml__(ConfigNode(node, where))
     if dataclasses.is_dataclass(annotation):
         return _to_dataclass(node, annotation, where)
     if origin in (Union, types.UnionType):
@@ -70,6 +132,7 @@ def _convert(node: yaml.Node, annotation: Any, where: _Where) -> Any:
 def _to_dataclass(node: yaml.Node, cls: type, where: _Where) -> Any:
     if not isinstance(node, yaml.MappingNode):
         raise _fail(where, node, f"expected a mapping of {cls.__name__} fields")
+    _check_duplicates(node, where)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     values = {}
@@ -85,6 +148,17 @@ def _to_dataclass(node: yaml.Node, cls: type, where: _Where) -> Any:
         return cls(**values)
     except (ValueError, TypeError) as exc:  # __post_init__ checks across fields
         raise _fail(where, node, str(exc)) from exc
+    except DeployKitError as exc:  # config types of other layers (pass configs) raise the user-facing kind
+        raise _fail(where, node, exc.message, exc.fix) from exc
+
+
+def _check_duplicates(node: yaml.MappingNode, where: _Where) -> None:
+    """YAML keeps the last of two equal keys; a config treats the second as the mistake it is."""
+    seen = set()
+    for key_node, _ in node.value:
+        if key_node.value in seen:
+            raise _fail(where, key_node, f"duplicate key {key_node.value!r}")
+        seen.add(key_node.value)
 
 
 def _required(field: dataclasses.Field) -> bool:
@@ -123,6 +197,7 @@ def _to_sequence(node: yaml.Node, annotation: Any, where: _Where) -> Any:
 def _to_mapping(node: yaml.Node, value_type: Any, where: _Where) -> dict:
     if not isinstance(node, yaml.MappingNode):
         raise _fail(where, node, "expected a mapping")
+    _check_duplicates(node, where)
     return {k.value: _convert(v, value_type, where.child(k.value)) for k, v in node.value}
 
 

@@ -26,3 +26,27 @@ def data_dir() -> Path:
     if override:
         return Path(override).expanduser()
     return project_root().parent / "shared" / "data"
+
+
+CACHE_ENV_VAR = "DEPLOYKIT_CACHE"
+
+
+def cache_dir() -> Path:
+    """Derived, disposable files (decoded training pixels): `$DEPLOYKIT_CACHE`, else `<tmp>/deploykit-cache`."""
+    import tempfile
+
+    override = os.environ.get(CACHE_ENV_VAR)
+    return Path(override).expanduser() if override else Path(tempfile.gettempdir()) / "deploykit-cache"
+
+
+PIPELINE_CACHE_ENV_VAR = "DEPLOYKIT_PIPELINE_CACHE"
+PIPELINE_CACHE_DIR = ".deploykit-cache"
+
+
+def pipeline_cache_dir(override: Path | None = None) -> Path:
+    """Artifacts and measurements of `deploykit run`/`check`, content-addressed: `override` (--cache), else
+    `$DEPLOYKIT_PIPELINE_CACHE`, else `.deploykit-cache/` in the working directory (kept with the project)."""
+    if override is not None:
+        return Path(override).expanduser()
+    from_env = os.environ.get(PIPELINE_CACHE_ENV_VAR)
+    return Path(from_env).expanduser() if from_env else Path.cwd() / PIPELINE_CACHE_DIR

@@ -18,10 +18,30 @@ _RESAMPLE = {
 
 def preprocess_image(image: Image.Image, preprocess: Preprocess) -> np.ndarray:
     """Convert, resize, centre-crop, scale and normalise one image: float32 CHW."""
+    return _normalise(_to_chw(_geometry(image, preprocess), preprocess.channels), preprocess)
+
+
+def prepare_pixels(image: Image.Image, preprocess: Preprocess) -> np.ndarray:
+    """The geometric half of `preprocess_image` (convert, resize, centre-crop): uint8 HWC (HW1 for "L").
+
+    For pipelines that keep decoded pixels (a training cache) and augment them before `normalise_pixels`;
+    the two halves give bit for bit what `preprocess_image` gives."""
+    pixels = np.asarray(_geometry(image, preprocess), dtype=np.uint8)
+    return pixels[..., np.newaxis] if pixels.ndim == 2 else pixels
+
+
+def normalise_pixels(pixels: np.ndarray, preprocess: Preprocess) -> np.ndarray:
+    """uint8 (..., H, W, C) from `prepare_pixels` -> float32 (..., C, H, W), channel order, scale, normalise."""
+    chw = np.moveaxis(pixels.astype(np.float32), -1, -3)
+    if preprocess.channels == "BGR":
+        chw = chw[..., ::-1, :, :]
+    return _normalise(chw, preprocess)
+
+
+def _geometry(image: Image.Image, preprocess: Preprocess) -> Image.Image:
     image = image.convert("L" if preprocess.channels == "L" else "RGB")
     image = _resize(image, preprocess)
-    image = _centre_crop(image, preprocess.input_size)
-    return _normalise(_to_chw(image, preprocess.channels), preprocess)
+    return _centre_crop(image, preprocess.input_size)
 
 
 def resized_size(width: int, height: int, preprocess: Preprocess) -> tuple[int, int]:

@@ -60,7 +60,10 @@ def import_coremltools():
 
 def convert_coreml(model: nn.Module, example: torch.Tensor, config: CoreMLConfig) -> CoreMLConversion:
     """Trace `model` on `example` and convert it to an ML Program (in memory; `save_mlpackage` writes it)."""
+    from deploykit.export.coreml_compat import apply_fixes
+
     ct = import_coremltools()
+    apply_fixes(ct)
     traced = _trace(model, example)
     guard = Fp16Guard(config.keep_fp32) if config.precision == "fp16" else None
     try:
@@ -82,7 +85,7 @@ def convert_coreml(model: nn.Module, example: torch.Tensor, config: CoreMLConfig
 def _trace(model: nn.Module, example: torch.Tensor) -> torch.jit.ScriptModule:
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # TracerWarnings about constants are about the model, not the user
-        return torch.jit.trace(model.eval(), example, check_trace=False)  # the parity check is ours
+        return torch.jit.trace(model, example, check_trace=False)  # parity is checked on the artifact
 
 
 def _input_type(ct, example: torch.Tensor, image: ImageInput | None):
@@ -110,18 +113,19 @@ def quantize_weights_int8(mlmodel):
     (coremltools' default threshold: quantizing a 3x3x3 stem saves nothing and costs accuracy)."""
     import coremltools.optimize.coreml as cto
 
-    config = cto.OptimizationConfig(global_config=cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8"))
+    op_config = cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8")
+    config = cto.OptimizationConfig(global_config=op_config)
     return cto.linear_quantize_weights(mlmodel, config=config)
 
 
 def quantize_activations_int8(mlmodel, samples: list[np.ndarray]):
     """W8A8: activation ranges calibrated on `samples`, then int8 weights. coremltools calibrates
     by running the model in Core ML, so this works on macOS only."""
+    import coremltools.optimize.coreml as cto
     from coremltools.optimize.coreml import experimental
 
-    import coremltools.optimize.coreml as cto
-
-    config = cto.OptimizationConfig(global_config=experimental.OpActivationLinearQuantizerConfig(mode="linear_symmetric"))
+    op_config = experimental.OpActivationLinearQuantizerConfig(mode="linear_symmetric")
+    config = cto.OptimizationConfig(global_config=op_config)
     activations = experimental.linear_quantize_activations(mlmodel, config, [{INPUT_NAME: s} for s in samples])
     return quantize_weights_int8(activations)
 

@@ -73,7 +73,8 @@ def _fp32_nodes(graph, keep: dict[str, bool]) -> set[str]:
             large.update(node.output)
     found = {w for n in graph.node if n.name in fp32 and n.op_type in _WEIGHTED for w in n.input[1:2]}
     if set(weights) - found:
-        raise DeployKitError(f"fp16: layers {sorted(set(weights) - found)} to keep in fp32 are not in the ONNX graph",
+        missing = sorted(set(weights) - found)
+        raise DeployKitError(f"fp16: layers {missing} to keep in fp32 are not in the ONNX graph",
                              fix="use --precision fp32, and report this model")
     return fp32
 
@@ -127,7 +128,8 @@ def _casts_for(node, precision: int, floats: set[str], dtype: dict[str, int]) ->
         suffix = "fp16" if precision == onnx.TensorProto.FLOAT16 else "fp32"
         cast_name = f"{name}_as_{suffix}"
         if cast_name not in dtype:
-            casts.append(onnx.helper.make_node("Cast", [name], [cast_name], to=precision, name=f"{name}_to_{suffix}"))
+            casts.append(onnx.helper.make_node("Cast", [name], [cast_name], to=precision,
+                                               name=f"{name}_to_{suffix}"))
             dtype[cast_name] = precision
         node.input[i] = cast_name
     return casts

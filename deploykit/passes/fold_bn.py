@@ -44,14 +44,15 @@ def _fold_in_place(module: nn.Module) -> nn.Module:
         for name, child in module.named_children():
             setattr(module, name, _fold_in_place(child))
         return module
-    if not _fold_graph(graph_module):
+    if not fold_bn_pairs(graph_module):
         return module  # nothing folded: keep the original class (and its methods) intact
     return graph_module
 
 
-def _fold_graph(gm: fx.GraphModule) -> bool:
+def fold_bn_pairs(gm: fx.GraphModule) -> int:
+    """Fold every foldable pair in place; the number folded (0: `gm` untouched)."""
     modules = dict(gm.named_modules())
-    folded = False
+    folded = 0
     for node in list(gm.graph.nodes):
         layer_node = _foldable_producer(node, modules)
         if layer_node is None:
@@ -60,7 +61,7 @@ def _fold_graph(gm: fx.GraphModule) -> bool:
         _replace_module(gm, layer_node.target, _folded_layer(layer, bn))
         node.replace_all_uses_with(layer_node)
         gm.graph.erase_node(node)
-        folded = True
+        folded += 1
     if folded:
         gm.graph.lint()
         gm.recompile()

@@ -10,7 +10,7 @@ from torch import nn
 from deploykit.core.compare import Comparison, compare_outputs
 from deploykit.core.errors import ParityError
 from deploykit.core.manifest import PassRecord
-from deploykit.passes.registry import PASSES
+from deploykit.passes.registry import PASSES, PassResult
 
 
 @dataclass
@@ -27,12 +27,17 @@ def run_passes(model: nn.Module, steps: list[tuple[str, object | None]], probe: 
     for name, config in steps:
         entry = PASSES.get(name)
         config = entry.config_type() if config is None else config
-        model = entry.fn(model, config)
+        model, report = _unwrap(entry.fn(model, config, example_input=probe) if entry.takes_probe
+                                else entry.fn(model, config))
         comparison = compare_outputs(reference, _forward(model, probe), precision)
         if not comparison:
             raise ParityError(f"pass {name!r} changed the model's output: {comparison.summary()}")
-        records.append(PassRecord(name, entry.config_dict(config), {"probe": _brief(comparison)}))
+        records.append(PassRecord(name, entry.config_dict(config), {"probe": _brief(comparison), **report}))
     return PassOutcome(model, records)
+
+
+def _unwrap(result: nn.Module | PassResult) -> tuple[nn.Module, dict]:
+    return (result.model, result.report) if isinstance(result, PassResult) else (result, {})
 
 
 @torch.no_grad()

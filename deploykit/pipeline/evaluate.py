@@ -7,7 +7,6 @@ implementation in `deploykit.data.preprocess`."""
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Callable
@@ -16,7 +15,7 @@ import numpy as np
 
 from deploykit import zoo
 from deploykit.core.errors import DeployKitError
-from deploykit.core.manifest import Manifest, manifest_path
+from deploykit.core.manifest import MANIFEST_SUFFIX, Manifest, manifest_path
 from deploykit.core.paths import data_dir
 from deploykit.core.preprocess import Preprocess
 from deploykit.data.datasets import open_dataset
@@ -51,6 +50,8 @@ class EvalRequest:
     seed: int = 0
     threads: int = 2
     options: PreprocessOptions = field(default_factory=PreprocessOptions)
+    exclude_calib: Path | None = None  # an artifact (or its manifest) whose calibration images to leave out
+    runtime: str = "onnxruntime"  # for .onnx artifacts: onnxruntime or openvino
 
 
 @dataclass
@@ -76,10 +77,30 @@ def run_eval(request: EvalRequest, progress: Progress | None = None) -> EvalOutc
     """Open the data first (cheap, and the commonest mistake), then load the model and evaluate."""
     data = resolve_data(request.data)
     dataset = open_dataset(data)
+    description_note = ""
+    if request.exclude_calib is not None:
+        from deploykit.data.calibration import exclude_calibration
+
+        dataset, note = exclude_calibration(dataset, data, calibration_record(Path(request.exclude_calib)))
+        description_note = f" ({note})"
     model = resolve_model(request)
     result = evaluate(model.predict, dataset, model.preprocess, limit=request.limit, seed=request.seed,
                       batch_size=request.batch_size, progress=progress, workers=request.threads)
-    return EvalOutcome(result, model.preprocess, model.description, data, model.warnings)
+    return EvalOutcome(result, model.preprocess, model.description + description_note, data, model.warnings)
+
+
+def calibration_record(path: Path) -> dict:
+    """The calibration record of an int8 artifact, from the artifact's manifest (or the manifest itself)."""
+    manifest_file = path if path.name.endswith(MANIFEST_SUFFIX) else manifest_path(path)
+    if not manifest_file.is_file():
+        raise DeployKitError(f"--exclude-calib: no manifest at {manifest_file}",
+                             fix="pass the int8 artifact that `deploykit export --int8` wrote, or its manifest")
+    manifest, _ = _read_manifest(manifest_file)
+    record = manifest.extra.get("int8", {}).get("calibration")
+    if record is None:
+        raise DeployKitError(f"--exclude-calib: {manifest.artifact} was not calibrated on images "
+                             "(its manifest has no int8 calibration record)", fix="drop --exclude-calib")
+    return record
 
 
 def resolve_data(path: Path) -> Path:
@@ -98,7 +119,10 @@ def resolve_model(request: EvalRequest) -> Evaluable:
     if target.endswith(ARTIFACT_SUFFIXES) or Path(target).is_file():
         if request.weights is not None:
             raise DeployKitError("--weights applies only to zoo models", fix="drop it: the artifact holds its weights")
-        return onnx_evaluable(Path(target), request.options, threads=request.threads)
+        return onnx_evaluable(Path(target), request.options, threads=request.threads, runtime=request.runtime)
+    if request.runtime != "onnxruntime":
+        raise DeployKitError(f"--runtime {request.runtime} runs .onnx artifacts",
+                             fix=f"drop it: {target} runs in PyTorch")
     if request.options.given():
         raise DeployKitError(f"--{request.options.given()[0]} applies only to an ONNX file without a manifest",
                              fix=f"drop it: {target}'s preprocessing comes from the zoo")
@@ -107,20 +131,31 @@ def resolve_model(request: EvalRequest) -> Evaluable:
 
 # --- ONNX artifacts -------------------------------------------------------------------------------
 
-def onnx_evaluable(path: Path, options: PreprocessOptions, *, threads: int) -> Evaluable:
+RUNTIMES = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO (f32 hint)"}
+
+
+def onnx_evaluable(path: Path, options: PreprocessOptions, *, threads: int,
+                   runtime: str = "onnxruntime") -> Evaluable:
     from deploykit.runtimes.onnxruntime import OrtModel
 
     if path.suffix not in ARTIFACT_SUFFIXES or not path.is_file():
         what = "not found" if not path.exists() else "not an ONNX file"
         raise DeployKitError(f"artifact {what}: {path}", fix="pass a zoo model name or an .onnx file")
+    if runtime not in RUNTIMES:
+        raise DeployKitError(f"unknown --runtime {runtime!r}", fix=f"one of {', '.join(RUNTIMES)}")
     session = OrtModel(path, threads=threads)
     shape = list(session.session.get_inputs()[0].shape)  # the graph itself is the truth about its batch
     preprocess, origin, warnings = _artifact_preprocess(path, options, shape)
     static = shape[0] if isinstance(shape[0], int) else None
     batch_note = f"static batch {static}" if static else "dynamic batch"
-    predict = fixed_batch(session.run, static) if static else session.run
-    return Evaluable(predict, preprocess, f"{path.name} in ONNX Runtime ({batch_note}; preprocessing {origin})",
-                     warnings)
+    run = session.run
+    if runtime == "openvino":
+        from deploykit.runtimes.openvino import OpenVINOModel
+
+        run = OpenVINOModel(path, threads=threads).run  # f32 hint: int8 layers stay int8, the rest fp32
+    predict = fixed_batch(run, static) if static else run
+    return Evaluable(predict, preprocess, f"{path.name} in {RUNTIMES[runtime]} ({batch_note}; preprocessing "
+                     f"{origin})", warnings)
 
 
 def _artifact_preprocess(path: Path, options: PreprocessOptions, shape: list) -> tuple[Preprocess, str, list]:
@@ -214,26 +249,19 @@ def zoo_evaluable(name: str, weights: Path | None, *, threads: int) -> Evaluable
 
 
 def load_zoo_model(name: str, weights: Path | None):
-    """(model, where its weights came from, warnings). A family's own pretrained loader wins, because
-    some checkpoints need adapting (renamed keys, missing BN counters); its default weights are used
-    when none are given. Without a loader, --weights load strictly; with none, a random init."""
-    from deploykit.pipeline.export import ExportRequest, build_float_model
+    """(model, where its weights came from, warnings): `weights` in any checkpoint layout the zoo knows for
+    the family, else the zoo's released weights, else a random init; the same loader export uses."""
+    model = zoo.create(name)
+    if weights is not None:  # a pruned checkpoint stores its layer widths: thin the model first
+        from deploykit.zoo.structure import thin_to_checkpoint
 
-    loader = pretrained_loader(name)
-    if loader is not None:
-        return loader(weights), Path(weights).name if weights else "the zoo's default weights", []
-    model, _ = build_float_model(ExportRequest(model=name, weights=weights))
-    if weights is not None:
-        return model, Path(weights).name, []
-    return model, "random init", [f"no weights for {name}: evaluating a random init (pass --weights)"]
-
-
-def pretrained_loader(name: str) -> Callable[[Path | None], object] | None:
-    """The zoo family's `load_pretrained(name, path)` or `load_pretrained_<name>(path)`, if it has one."""
-    family = importlib.import_module(f"deploykit.zoo.{zoo.get(name).family}")
-    if name in getattr(family, "DEFAULT_WEIGHTS", {}) and hasattr(family, "load_pretrained"):
-        return lambda path: family.load_pretrained(name, path)
-    return getattr(family, f"load_pretrained_{name}", None)
+        thin_to_checkpoint(model, weights)
+    loaded = zoo.load_weights(name, model, weights)
+    if loaded.path is None:
+        warning = f"no weights for {name}: evaluating a random init (pass --weights)"
+        return loaded.model, "random init", [warning]
+    source = loaded.path.name if weights is not None else "the zoo's default weights"
+    return loaded.model, source + (", deploy form" if loaded.form == "deploy" else ""), []
 
 
 def _torch_predict(model, threads: int) -> Predict:

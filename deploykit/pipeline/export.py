@@ -10,25 +10,36 @@ from pathlib import Path
 import torch
 
 from deploykit import zoo
+from deploykit.core.errors import DeployKitError
 from deploykit.core.manifest import Manifest, manifest_path
-from deploykit.core.fsutil import sha256_file
+from deploykit.core.preprocess import Preprocess
 from deploykit.passes.runner import run_passes
 from deploykit.pipeline.targets import ExportContext, TargetBuild, check_options, get_target
-from deploykit.zoo.checkpoint import load_into, read_state_dict
+from deploykit.pipeline.user_model import build_user_model, factory_name
+from deploykit.zoo.weights import LoadedWeights
 
 DEPLOY_PASSES = ("reparameterize", "fold_bn")
 
 
 @dataclass(frozen=True)
 class ExportRequest:
-    model: str
+    model: str | None = None  # a zoo name; or None with `model_from`
     target: str = "onnx"
     weights: Path | None = None
     out_dir: Path = Path("artifacts")
     input_size: int | None = None
     batch: int = 1
     num_classes: int | None = None
+    random_init: bool = False  # no released weights, even where the zoo has them
     options: dict = field(default_factory=dict)  # target options: opset, threads, precision, ...
+    passes: tuple | None = None  # ((name, config or None), ...) in order; None: DEPLOY_PASSES, default configs
+    model_from: str | None = None  # "package.module:factory": the user's own model (see user_model.py)
+    prune: object | None = None  # a prune_chain.PruneRequest: prune (+ fine-tune) first, see _prune
+
+    @property
+    def name(self) -> str:
+        """The artifact's name: the zoo model, or the factory's name."""
+        return self.model or factory_name(self.model_from)
 
 
 @dataclass
@@ -38,13 +49,26 @@ class ExportOutcome:
     build: TargetBuild
 
 
-def build_float_model(request: ExportRequest) -> tuple[torch.nn.Module, str]:
-    """The training-time model in eval mode, with its weights' sha256 (or 'random-init')."""
+def build_float_model(request: ExportRequest) -> LoadedWeights:
+    """The float model in eval mode with its weights (`.model`, `.sha256` or 'random-init', `.form`, ...).
+
+    Without --weights the zoo's released weights are used where it has them, as `deploykit eval` does: an
+    artifact of a random init only tests the toolchain, so that takes an explicit --random-init (and is
+    what a --num-classes other than the released head gets). A deploy-form checkpoint gives the deploy-form
+    model, which the passes then leave as it is. The manifest's weights_sha256 names the file used.
+    """
+    if request.random_init and request.weights is not None:
+        raise DeployKitError("--weights and --random-init exclude each other", fix="drop one of them")
+    if request.model_from is not None:
+        return build_user_model(request.model_from, request.weights)
     model = zoo.create(request.model, num_classes=request.num_classes)
-    if request.weights is None:
-        return model, "random-init"
-    load_into(model, read_state_dict(request.weights), source=f"weights {request.weights}")
-    return model.eval(), sha256_file(Path(request.weights))
+    if request.weights is not None:  # a pruned checkpoint stores its layer widths: thin the model first
+        from deploykit.zoo.structure import thin_to_checkpoint
+
+        thin_to_checkpoint(model, request.weights)
+    released_head = request.num_classes in (None, zoo.get(request.model).num_classes)
+    return zoo.load_weights(request.model, model, request.weights,
+                            pretrained=released_head and not request.random_init)
 
 
 def probe_batch(batch: int, channels: int, size: int, seed: int = 0) -> torch.Tensor:
@@ -55,32 +79,73 @@ def probe_batch(batch: int, channels: int, size: int, seed: int = 0) -> torch.Te
 def export(request: ExportRequest) -> ExportOutcome:
     target = get_target(request.target)
     check_options(target, request.options)
-    entry = zoo.get(request.model)
-    preprocess = entry.preprocess.with_size(request.input_size or entry.input_size)
-    model, weights_sha = build_float_model(request)
+    _check_model_source(request)
+    preprocess = _preprocess(request)
+    loaded = build_float_model(request)
+    model, weights_sha = loaded.model, loaded.sha256
+    pruning = None if request.prune is None else _prune(request, loaded, preprocess)
+    model = model if pruning is None else pruning.model  # parity is then against the pruned float model
     probe = probe_batch(request.batch, preprocess.num_channels, preprocess.input_size)
     with torch.no_grad():
         reference = model(probe).numpy()
-    deployed = run_passes(model, [(name, None) for name in DEPLOY_PASSES], probe)
-    ctx = ExportContext(request.model, model, deployed.model, probe, reference, preprocess, dict(request.options))
-    final = Path(request.out_dir) / f"{request.model}{target.suffix}"
+    steps = [(name, None) for name in DEPLOY_PASSES] if request.passes is None else list(request.passes)
+    deployed = run_passes(model, steps, probe)
+    ctx = ExportContext(request.name, model, deployed.model, probe, reference, preprocess, dict(request.options))
+    final = Path(request.out_dir) / target.file_name(request.name, request.options)
     with tempfile.TemporaryDirectory(dir=_ensure_dir(final.parent), prefix=".deploykit-") as tmp:
         staged = Path(tmp) / final.name
         build = target.build(ctx, staged)
         manifest = Manifest(
-            model=request.model, target=target.name, artifact=final.name, weights_sha256=weights_sha,
+            model=request.name, target=target.name, artifact=final.name, weights_sha256=weights_sha,
             preprocess=preprocess.to_dict(), input_shape=list(probe.shape), passes=deployed.records,
-            parent={"kind": "torch-training-form", "weights_sha256": weights_sha}, precision=build.precision,
-            opset=build.details.get("opset"), parity=_parity_record(build), extra=build.details,
+            parent=_parent_record(loaded), precision=build.precision,
+            opset=build.details.get("opset"), parity=_parity_record(build),
+            extra=build.details if pruning is None else {**build.details, "pruning": pruning.record},
         ).finalize(staged)
         _publish(staged, final, manifest)
     return ExportOutcome(final, manifest, build)
 
 
+def _prune(request: ExportRequest, loaded: LoadedWeights, preprocess: Preprocess):
+    """The pruned (and, with fine-tune data, distilled) float model and its manifest record."""
+    from deploykit.pipeline.prune_chain import prune_for_export
+
+    if request.model is None:
+        raise DeployKitError("--prune works on zoo models", fix="export a zoo MODEL, or prune your model in Python "
+                                                                "with deploykit.passes.prune_channels")
+    return prune_for_export(request.model, loaded.model, loaded.path, preprocess, request.prune,
+                            _ensure_dir(Path(request.out_dir)))
+
+
+def _check_model_source(request: ExportRequest) -> None:
+    if (request.model is None) == (request.model_from is None):
+        raise DeployKitError("give a zoo MODEL or --model-from package.module:factory (exactly one)",
+                             fix="e.g. `deploykit export mobileone_s0`, or `deploykit export --model-from "
+                                 "mypkg.models:build_net`")
+    if request.model_from is not None and request.num_classes is not None:
+        raise DeployKitError("--num-classes is for zoo models; a --model-from factory builds its own head",
+                             fix="drop --num-classes")
+
+
+def _preprocess(request: ExportRequest) -> Preprocess:
+    """A zoo model's own preprocessing; a user model gets the default (ImageNet, 224, RGB)."""
+    base = Preprocess() if request.model_from is not None else zoo.get(request.model).preprocess
+    return base.with_size(request.input_size or base.input_size)
+
+
+def _parent_record(loaded: LoadedWeights) -> dict:
+    """What the artifact was made from: the training form, or a checkpoint that was fused already.
+    `weights` (the absolute path) lets `deploykit profile` rebuild the float original; it checks the sha256."""
+    return {"kind": f"torch-{loaded.form}-form", "weights_sha256": loaded.sha256,
+            "weights_file": loaded.path.name if loaded.path else None, "weights_layout": loaded.layout,
+            "weights": str(Path(loaded.path).resolve()) if loaded.path else None}
+
+
 def _parity_record(build: TargetBuild) -> dict:
     if build.parity is None:
         return {"passed": None, "note": build.parity_note}
-    return {**build.parity.to_dict(), "probe": "randn seed 0", "runtime": build.details.get("parity_runtime")}
+    return {**build.parity.to_dict(), "probe": build.details.get("parity_probe", "randn seed 0"),
+            "runtime": build.details.get("parity_runtime")}
 
 
 def _publish(staged: Path, final: Path, manifest: Manifest) -> None:

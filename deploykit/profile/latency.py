@@ -41,13 +41,17 @@ def time_once(fn: Callable[[], object]) -> float:
 
 
 def measure_side_by_side(candidates: dict[str, Callable[[], object]], *, runs: int = 50,
-                         warmup: int = 5) -> dict[str, LatencyStats]:
-    """Latency of each candidate, interleaved so load spikes hit all of them alike."""
+                         warmup: int = 5, progress: Callable[[int, int], None] | None = None
+                         ) -> dict[str, LatencyStats]:
+    """Latency of each candidate, interleaved so load spikes hit all of them alike.
+    `progress(rounds done, rounds in total)` is called after every round."""
     for fn in candidates.values():
         for _ in range(warmup):
             fn()
     samples: dict[str, list[float]] = {name: [] for name in candidates}
-    for _ in range(runs):
+    for done in range(1, runs + 1):
         for name, fn in candidates.items():
             samples[name].append(time_once(fn))
+        if progress is not None:
+            progress(done, runs)
     return {name: summarize(s) for name, s in samples.items()}

@@ -19,14 +19,16 @@ class TensorRTModel:
         reason = engine_unavailable()
         if reason:
             raise DeployKitError(f"cannot run a TensorRT engine here: {reason}",
-                                 fix='run on the machine with the GPU that built it, with pip install "deploykit[tensorrt]"')
+                                 fix='run on the machine with the GPU that built it, '
+                                     'with pip install "deploykit[tensorrt]"')
         trt = import_tensorrt()
         self.version = trt.__version__
         self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         self.engine = self._runtime.deserialize_cuda_engine(Path(engine_path).read_bytes())
         if self.engine is None:
             raise DeployKitError(f"TensorRT cannot load {engine_path}",
-                                 fix="engines load only with the TensorRT version and GPU model that built them; rebuild it")
+                                 fix="engines load only with the TensorRT version and GPU model that built "
+                                     "them; rebuild it")
         self.context = self.engine.create_execution_context()
         self.inputs, self.outputs = self._bind(trt)
 

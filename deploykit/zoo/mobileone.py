@@ -11,13 +11,18 @@ pass a block becomes `reparam_conv` (+ `se`) + `activation`, the names of the re
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 
 import torch
 from torch import nn
 
 from deploykit.zoo import register_model
-from deploykit.zoo.blocks import SEBlock, conv_bn, sum_of_branches
+from deploykit.zoo.blocks import CIFAR_STRIDES, trained_weights, SEBlock, cifar10_preprocess, conv_bn, sum_of_branches
+from deploykit.zoo.layouts import MOBILEONE_LAYOUTS
+
+# Every MobileOne loads the reference repo's and timm's checkpoints, fused or not (zoo/layouts.py).
+register_model = partial(register_model, layouts=MOBILEONE_LAYOUTS)
 
 BLOCKS_PER_STAGE = (2, 8, 10, 1)
 BASE_WIDTHS = (64, 128, 256, 512)
@@ -37,6 +42,7 @@ class MobileOneConfig:
     widths: tuple[float, float, float, float]
     num_conv_branches: int = 1
     se_blocks: tuple[int, int, int, int] = (0, 0, 0, 0)
+    strides: tuple[int, int, int, int, int] = (2, 2, 2, 2, 2)  # stem, stage 1..4 (see `cifar_variant`)
 
 
 CONFIGS = {
@@ -83,15 +89,15 @@ class MobileOneBlock(nn.Module):
 
 
 def mobileone_stage(in_channels: int, out_channels: int, num_blocks: int, *, num_se_blocks: int,
-                    num_conv_branches: int) -> nn.Sequential:
-    """`num_blocks` depthwise-3x3 + pointwise-1x1 pairs; the first pair strides by 2, the last
+                    num_conv_branches: int, stride: int = 2) -> nn.Sequential:
+    """`num_blocks` depthwise-3x3 + pointwise-1x1 pairs; the first pair strides by `stride`, the last
     `num_se_blocks` pairs carry SE (on both of their convs, as in the reference)."""
     if num_se_blocks > num_blocks:
         raise ValueError(f"{num_se_blocks} SE blocks do not fit in a stage of {num_blocks}")
     layers = []
     for index in range(num_blocks):
         options = {"use_se": index >= num_blocks - num_se_blocks, "num_conv_branches": num_conv_branches}
-        layers.append(MobileOneBlock(in_channels, in_channels, 3, stride=2 if index == 0 else 1,
+        layers.append(MobileOneBlock(in_channels, in_channels, 3, stride=stride if index == 0 else 1,
                                      groups=in_channels, **options))
         layers.append(MobileOneBlock(in_channels, out_channels, 1, **options))
         in_channels = out_channels
@@ -99,17 +105,18 @@ def mobileone_stage(in_channels: int, out_channels: int, num_blocks: int, *, num
 
 
 class MobileOne(nn.Module):
-    """Stem (one 3x3 stride-2 block), four stages, global average pool, linear classifier."""
+    """Stem (one 3x3 block, stride 2 on ImageNet), four stages, global average pool, linear classifier."""
 
     def __init__(self, config: MobileOneConfig, num_classes: int = 1000) -> None:
         super().__init__()
         widths = [int(base * w) for base, w in zip(BASE_WIDTHS, config.widths)]
         channels = min(STEM_MAX_CHANNELS, widths[0])
         # The reference builds the stem with a single conv branch even for S0, and never with SE.
-        self.stage0 = MobileOneBlock(3, channels, 3, stride=2)
-        for index, (width, blocks, se_blocks) in enumerate(zip(widths, BLOCKS_PER_STAGE, config.se_blocks), 1):
+        self.stage0 = MobileOneBlock(3, channels, 3, stride=config.strides[0])
+        stages = zip(widths, BLOCKS_PER_STAGE, config.se_blocks, config.strides[1:])
+        for index, (width, blocks, se_blocks, stride) in enumerate(stages, 1):
             stage = mobileone_stage(channels, width, blocks, num_se_blocks=se_blocks,
-                                    num_conv_branches=config.num_conv_branches)
+                                    num_conv_branches=config.num_conv_branches, stride=stride)
             self.add_module(f"stage{index}", stage)
             channels = width
         self.gap = nn.AdaptiveAvgPool2d(1)
@@ -148,3 +155,10 @@ def mobileone_s3(num_classes: int = 1000) -> MobileOne:
 @register_model("mobileone_s4", paper=_paper(14.8, 2978, 79.4))
 def mobileone_s4(num_classes: int = 1000) -> MobileOne:
     return MobileOne(CONFIGS["s4"], num_classes)
+
+
+@register_model("mobileone_s0_cifar", num_classes=10, preprocess=cifar10_preprocess(),
+                default_weights=partial(trained_weights, "mobileone_s0_cifar"),
+                paper={"source": "S0 blocks and widths, stride-1 stem for 32x32 (deploykit.zoo.blocks.CIFAR_STRIDES)"})
+def mobileone_s0_cifar(num_classes: int = 10) -> MobileOne:
+    return MobileOne(replace(CONFIGS["s0"], strides=CIFAR_STRIDES), num_classes)

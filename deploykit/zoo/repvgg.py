@@ -12,13 +12,18 @@ becomes `rbr_reparam` + `nonlinearity`, the names of the reference's deploy form
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 
 import torch
 from torch import nn
 
 from deploykit.zoo import register_model
-from deploykit.zoo.blocks import conv_bn, sum_of_branches
+from deploykit.zoo.blocks import CIFAR_STRIDES, trained_weights, cifar10_preprocess, conv_bn, sum_of_branches
+from deploykit.zoo.layouts import REPVGG_LAYOUTS
+
+# Every RepVGG loads the reference repo's and timm's checkpoints, fused or not (zoo/layouts.py).
+register_model = partial(register_model, layouts=REPVGG_LAYOUTS)
 
 BASE_WIDTHS = (64, 128, 256, 512)
 STEM_MAX_CHANNELS = 64
@@ -32,6 +37,7 @@ class RepVGGConfig:
 
     blocks_per_stage: tuple[int, int, int, int]
     widths: tuple[float, float, float, float]
+    strides: tuple[int, int, int, int, int] = (2, 2, 2, 2, 2)  # stem, stage 1..4 (see `cifar_variant`)
 
 
 DEPTH_A = (2, 4, 14, 1)
@@ -69,23 +75,23 @@ class RepVGGBlock(nn.Module):
         return self.nonlinearity(sum_of_branches(self.reparam_branches(), x))
 
 
-def repvgg_stage(in_channels: int, out_channels: int, num_blocks: int) -> nn.Sequential:
-    """`num_blocks` RepVGG blocks; the first halves the resolution (RepVGG has no pooling layers)."""
-    blocks = [RepVGGBlock(in_channels, out_channels, stride=2)]
+def repvgg_stage(in_channels: int, out_channels: int, num_blocks: int, stride: int = 2) -> nn.Sequential:
+    """`num_blocks` RepVGG blocks; the first strides (RepVGG has no pooling layers)."""
+    blocks = [RepVGGBlock(in_channels, out_channels, stride=stride)]
     blocks += [RepVGGBlock(out_channels, out_channels) for _ in range(num_blocks - 1)]
     return nn.Sequential(*blocks)
 
 
 class RepVGG(nn.Module):
-    """Stem (one stride-2 block), four stages, global average pool, linear classifier."""
+    """Stem (one block, stride 2 on ImageNet), four stages, global average pool, linear classifier."""
 
     def __init__(self, config: RepVGGConfig, num_classes: int = 1000) -> None:
         super().__init__()
         widths = [int(base * w) for base, w in zip(BASE_WIDTHS, config.widths)]
         channels = min(STEM_MAX_CHANNELS, widths[0])
-        self.stage0 = RepVGGBlock(3, channels, stride=2)
-        for index, (width, blocks) in enumerate(zip(widths, config.blocks_per_stage), 1):
-            self.add_module(f"stage{index}", repvgg_stage(channels, width, blocks))
+        self.stage0 = RepVGGBlock(3, channels, stride=config.strides[0])
+        for index, (width, blocks, stride) in enumerate(zip(widths, config.blocks_per_stage, config.strides[1:]), 1):
+            self.add_module(f"stage{index}", repvgg_stage(channels, width, blocks, stride))
             channels = width
         self.gap = nn.AdaptiveAvgPool2d(1)
         self.linear = nn.Linear(channels, num_classes)
@@ -133,3 +139,10 @@ def repvgg_b2(num_classes: int = 1000) -> RepVGG:
 @register_model("repvgg_b3", paper=_paper(110.96, 26.2))
 def repvgg_b3(num_classes: int = 1000) -> RepVGG:
     return RepVGG(CONFIGS["b3"], num_classes)
+
+
+@register_model("repvgg_a0_cifar", num_classes=10, preprocess=cifar10_preprocess(),
+                default_weights=partial(trained_weights, "repvgg_a0_cifar"),
+                paper={"source": "A0 blocks and widths, stride-1 stem for 32x32 (deploykit.zoo.blocks.CIFAR_STRIDES)"})
+def repvgg_a0_cifar(num_classes: int = 10) -> RepVGG:
+    return RepVGG(replace(CONFIGS["a0"], strides=CIFAR_STRIDES), num_classes)

@@ -7,17 +7,17 @@ github.com/akamaster/pytorch_resnet_cifar10 so they load without renaming.
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
-import torch
 import torch.nn.functional as F
 from torch import nn
 
 from deploykit.core.errors import DeployKitError
 from deploykit.core.paths import data_dir
 from deploykit.core.preprocess import Preprocess
-from deploykit.zoo import MODELS, register_model
-from deploykit.zoo.checkpoint import load_into, read_state_dict
+from deploykit.zoo import MODELS, load_weights, register_model
+from deploykit.zoo.layouts import Layout
 
 STAGE_WIDTHS = (16, 32, 64)
 BLOCKS_PER_STAGE = {"resnet20_cifar": 3, "resnet32_cifar": 5, "resnet44_cifar": 7, "resnet56_cifar": 9}
@@ -95,6 +95,13 @@ class CifarResNet(nn.Module):
         x = self.layer3(self.layer2(self.layer1(x)))
         return self.linear(F.adaptive_avg_pool2d(x, 1).flatten(1))
 
+    def prune_fixed_layers(self) -> list[nn.Module]:
+        """For `passes.prune`: the layers writing the residual streams keep their widths, because the
+        option-A shortcut maps stream channels into the next stage with an offset (zero padding) that
+        dependency tracking cannot follow. Block-internal channels (conv1/bn1) stay prunable."""
+        blocks = [b for stage in (self.layer1, self.layer2, self.layer3) for b in stage]
+        return [self.conv1, self.bn1, *(m for b in blocks for m in (b.conv2, b.bn2))]
+
 
 def default_weights_path(name: str) -> Path:
     """Where the released checkpoint of `name` lives in the shared data directory."""
@@ -106,25 +113,16 @@ def default_weights_path(name: str) -> Path:
 
 def load_pretrained(name: str, path: Path | None = None) -> CifarResNet:
     """Model `name` with its released CIFAR-10 weights (or those at `path`), in eval mode."""
-    path = Path(path) if path else default_weights_path(name)
-    model = MODELS.get(name).builder()
-    state = read_state_dict(path)
-    return load_into(model, _with_bn_counters(state, model), source=str(path)).eval()
+    return load_weights(name, MODELS.get(name).builder(), path).model
 
 
-def _with_bn_counters(state: dict, model: nn.Module) -> dict:
-    """Add the `num_batches_tracked` buffers checkpoints from torch < 0.4.1 lack.
-
-    The counter only matters when training with momentum=None; torch itself fills in 0 for such files.
-    """
-    missing = {key: torch.tensor(0, dtype=torch.long) for key in model.state_dict()
-               if key.endswith(".num_batches_tracked") and key not in state}
-    return {**state, **missing}
+AKAMASTER_LAYOUTS = (Layout("akamaster/pytorch_resnet_cifar10 (our names)"),)
 
 
 def _register(name: str):
     paper = {**_PAPER[name], "source": _SOURCE}
-    return register_model(name, num_classes=10, preprocess=CIFAR_PREPROCESS, paper=paper)
+    return register_model(name, num_classes=10, preprocess=CIFAR_PREPROCESS, paper=paper,
+                          layouts=AKAMASTER_LAYOUTS, default_weights=partial(default_weights_path, name))
 
 
 @_register("resnet20_cifar")

@@ -92,7 +92,8 @@ class Overflowing(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         torch.manual_seed(0)
-        self.conv1, self.conv2, self.conv3 = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 8, 1)
+        self.conv1, self.conv2 = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+        self.conv3 = nn.Conv2d(8, 8, 1)
         self.act, self.head = nn.ReLU(), nn.Linear(8, 10)
         with torch.no_grad():
             self.conv1.weight.mul_(2e5)
@@ -109,7 +110,8 @@ def context_for(model: nn.Module, size: int = 16, **options) -> ExportContext:
     with torch.no_grad():
         reference = model.eval()(probe).numpy()
     deployed = run_passes(model, [(n, None) for n in DEPLOY_PASSES], probe).model
-    return ExportContext("tiny", model, deployed, probe, reference, Preprocess(input_size=size, resize=None), options)
+    preprocess = Preprocess(input_size=size, resize=None)
+    return ExportContext("tiny", model, deployed, probe, reference, preprocess, options)
 
 
 def _conv_dtypes(path: Path) -> list[str]:
@@ -123,7 +125,8 @@ def test_fp16_guard_keeps_overflowing_layers_fp32(tmp_path):
     build = build_coreml(context_for(model), tmp_path / "guarded.mlpackage")
     assert set(build.details["fp16_range"]["flagged"]) == {"conv1", "conv2"}  # conv2 reads the large tensor
     assert _conv_dtypes(tmp_path / "guarded.mlpackage") == ["FLOAT32", "FLOAT32", "FLOAT16"]
-    assert build.details["precision_check"]["passed"] and build.details["precision_check"]["kept_fp32_by_guard"] == 3
+    check = build.details["precision_check"]
+    assert check["passed"] and check["kept_fp32_by_guard"] == 3
     # the same conversion without the guard computes conv1 in fp16: the overflow the guard prevents
     unguarded = convert_coreml(model, probe_batch(1, 3, 16), CoreMLConfig())
     save_mlpackage(unguarded.mlmodel, tmp_path / "plain.mlpackage")
@@ -202,7 +205,23 @@ def test_mobileone_s1_at_224(variant, tmp_path):
     assert d["precision_check"]["passed"] and outcome.manifest.precision == variant
     print(f"\nmobileone_s1@224 {variant}: {outcome.manifest.size_bytes / 1e6:.2f} MB, convs {d['conv_count']}, "
           f"ops {d['op_histogram']}, precision {d['precision_check']}, "
-          f"weights {d.get('weight_quantization')}, fp16 range {d.get('fp16_range', {}).get('max_abs_activation')}")
+          f"weights {d.get('weight_quantization')}, fp16 range {d.get('fp16_range', {}).get('max_abs_activation')}",
+          f"kept fp32 {d.get('fp16_range', {}).get('kept_fp32_ops')}")
+
+
+def test_shape_arithmetic_converts(tmp_path):
+    """EfficientNet-Lite's TF "SAME" padding computes on the input shape: the TorchScript `int` op
+    that coremltools 9.0 fails on under numpy >= 2.4 (export/coreml_compat.py)."""
+    details = export_coreml("efficientnet_lite0", tmp_path).build.details
+    assert details["conv_count"] == details["onnx_conv_count"] > 0 and details["precision_check"]["passed"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", zoo.names())
+def test_every_zoo_model_converts(name, tmp_path):
+    details = export_coreml(name, tmp_path, size=64).build.details
+    assert details["conv_count"] == details["onnx_conv_count"] and "batch_norm" not in details["op_histogram"]
+    assert details["precision_check"]["passed"]
 
 
 @pytest.mark.slow
@@ -212,10 +231,11 @@ def test_efficientnet_lite0_real_weights_real_images_stay_fp16(data_dir, tmp_pat
 
     model = load_pretrained_efficientnet_lite0()
     ctx = context_for(model, size=224, calib=data_dir / "imagenet_val1300")
-    ctx.preprocess = zoo.get("efficientnet_lite0").preprocess
+    ctx.preprocess = zoo.get("efficientnet_lite0").preprocess  # the calibration images need its own
     build = build_coreml(ctx, tmp_path / "lite0.mlpackage")
     assert build.details["fp16_range"]["flagged"] == {} and build.details["precision_check"]["fp32_ops"] == 0
     assert build.details["conv_count"] == build.details["onnx_conv_count"]
+    print(f"\nefficientnet_lite0 fp16 range over ImageNet images: {build.details['fp16_range']}")
 
 
 @pytest.mark.parametrize("variant", ["fp16", "fp32"])
@@ -224,6 +244,21 @@ def test_efficientnet_lite0_real_weights_real_images_stay_fp16(data_dir, tmp_pat
 def test_parity_in_core_ml(variant, s0_weights, tmp_path):
     outcome = export_coreml("mobileone_s0", tmp_path, s0_weights, **VARIANTS[variant])
     assert outcome.build.parity.passed and outcome.manifest.parity["runtime"].startswith("coreml")
+
+
+@pytest.mark.skipif(platform.system() != "Darwin", reason="Core ML W8A8 calibration runs the model: macOS only")
+@pytest.mark.needs_macos
+def test_w8a8_with_calibration_images(s0_weights, data_dir, tmp_path):
+    outcome = export_coreml("mobileone_s0", tmp_path, s0_weights, precision="int8", calib=data_dir / "imagenet_val1300")
+    assert outcome.build.parity.passed and outcome.build.details["weight_quantization"]["passed"]
+
+
+@pytest.mark.skipif(platform.system() == "Darwin", reason="checks the errors off macOS")
+def test_w8a8_off_macos_is_refused_with_the_alternative(tmp_path):
+    with pytest.raises(DeployKitError, match="needs macOS") as info:
+        export_coreml("mobileone_s0", tmp_path, precision="int8", calib=tmp_path)
+    assert "--weights-int8" in info.value.fix
+    assert not list(tmp_path.iterdir())
 
 
 @pytest.mark.skipif(platform.system() == "Darwin", reason="checks the error off macOS")

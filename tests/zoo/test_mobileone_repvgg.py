@@ -16,7 +16,9 @@ from deploykit.passes.reparameterize import is_multibranch
 from deploykit.zoo.blocks import SEBlock
 
 FAMILIES = ("mobileone", "repvgg")
-NAMES = [n for n in zoo.names() if zoo.get(n).family in FAMILIES]
+# The ImageNet models, checked against their papers; the CIFAR-10 variants (same blocks, stride-1 stem) below.
+NAMES = [n for n in zoo.names() if zoo.get(n).family in FAMILIES and not n.endswith("_cifar")]
+CIFAR = {"mobileone_s0_cifar": "mobileone_s0", "repvgg_a0_cifar": "repvgg_a0"}
 MOBILEONE = [n for n in NAMES if n.startswith("mobileone")]
 
 
@@ -203,3 +205,17 @@ def test_state_dict_names_follow_reference(name, train_keys, deploy_keys):
     assert not blocks(deployed)
     assert fused_conv_count(deployed) == fused_conv_count(model)
     assert sum(p.numel() for p in deployed.parameters()) == deploy_params(model)
+
+
+@pytest.mark.parametrize("name,parent", CIFAR.items())
+def test_cifar_variant_keeps_the_architecture_and_only_drops_the_stem_stride(name, parent):
+    cifar, imagenet = meta_model(name), meta_model(parent)
+    shapes = {k: v.shape for k, v in cifar.state_dict().items() if not k.startswith("linear")}
+    assert shapes == {k: v.shape for k, v in imagenet.state_dict().items() if not k.startswith("linear")}
+    assert main_conv(cifar.stage0).stride == (1, 1) and main_conv(imagenet.stage0).stride == (2, 2)
+    assert zoo.get(name).num_classes == 10 and zoo.get(name).input_size == 32
+    assert zoo.get(name).preprocess.resize is None
+    out = {}
+    cifar.stage4.register_forward_hook(lambda m, i, o: out.update(map=o.shape))
+    cifar(torch.empty(1, 3, 32, 32, device="meta"))
+    assert tuple(out["map"][2:]) == (2, 2)  # overall stride 16

