@@ -20,6 +20,7 @@ Usage (from the project root):
 
 from __future__ import annotations
 
+import sys
 import argparse
 import os
 import platform
@@ -38,7 +39,8 @@ from deploykit.pipeline.evaluate import EvalRequest, run_eval
 from deploykit.pipeline.export import ExportRequest, export
 from deploykit.profile.latency import measure_side_by_side
 from deploykit.runtimes.onnxruntime import OrtModel
-from scripts.bench_md import update_section
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a plain script from anywhere
+from scripts.bench_md import update_section  # noqa: E402
 
 DEFAULT_MODELS = "mobileone_s1,repvgg_a0"
 IMAGENET = "imagenet_val1300"

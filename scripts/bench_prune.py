@@ -14,6 +14,7 @@ Usage:
 
 from __future__ import annotations
 
+import sys
 import argparse
 import json
 import platform
@@ -40,7 +41,8 @@ from deploykit.profile.latency import measure_side_by_side
 from deploykit.runtimes.onnxruntime import OrtModel
 from deploykit.training import TrainConfig
 from deploykit.zoo.structure import build_model, read_metadata
-from scripts.bench_md import update_section
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a plain script from anywhere
+from scripts.bench_md import update_section  # noqa: E402
 
 MODEL = "resnet56_cifar"
 FINETUNE = TrainConfig(epochs=3, lr=0.05)
