@@ -79,8 +79,8 @@ def _execute(plan, *, keep_going: bool):
 
     with console.status("running…") as status:
         result = run_plan(plan, keep_going=keep_going, say=lambda text: status.update(escape(text)))
-    console.print(f"done in {result.seconds:.1f} s: {len(result.built)} built or measured, "
-                  f"{len(result.reused)} reused from {plan.cache.root}")
+    _line(f"done in {result.seconds:.1f} s: {len(result.built)} built or measured, "
+          f"{len(result.reused)} reused from {escape(str(plan.cache.root))}")
     return result
 
 

@@ -51,7 +51,7 @@ RANDOM_WEIGHTS = "random"  # a seeded random init, saved once in the cache so ev
 class PassSpec:
     """One pass and its validated, frozen config (an instance of the pass's registered config type).
 
-    YAML: `fold_bn` or `{prune_channels: {amount: 0.3}}`."""
+    YAML: `fold_bn` or `{prune_channels: {ratio: 0.3}}`."""
 
     name: str
     config: Any = None
@@ -70,9 +70,14 @@ class PassSpec:
         config_type = _lookup(node, "pass_config_type", name)
         if config_type is None:
             return cls(name, None)
-        if config_node is None or config_node.is_null():
+        if config_node is not None and not config_node.is_null():
+            return cls(name, config_node.convert(config_type))
+        try:
             return cls(name, config_type())
-        return cls(name, config_node.convert(config_type))
+        except DeployKitError as exc:  # a pass whose config has required options
+            raise node.fail(f"pass {name!r} needs options: {exc.message}", exc.fix) from None
+        except (TypeError, ValueError) as exc:
+            raise node.fail(f"pass {name!r} needs options: {exc}") from None
 
     def config_dict(self) -> dict:
         return {} if self.config is None else dataclasses.asdict(self.config)

@@ -65,6 +65,9 @@ CASES = {  # case: ((text in GOOD, replacement), expected message)
                             "recipe.yaml:10: Recipe.stages.0.passes.0.reparameterize: unknown key 'colour'"),
     "bad pass option value": (("[reparameterize,", "[{prune_channels: {ratio: 2}}, reparameterize,"),
                               "recipe.yaml:10: Recipe.stages.0.passes.0.prune_channels: pruning ratio must be"),
+    "pass without its required options": (("[reparameterize,", "[prune_channels, reparameterize,"),
+                                          "recipe.yaml:10: Recipe.stages.0.passes.0: pass 'prune_channels' "
+                                          "needs options"),
     "option of another target": (("{opset: 18}", "{opset: 18, workspace: 64}"),
                                  "recipe.yaml:12: Recipe.stages.1.options.workspace: target 'onnx' takes no option"),
     "unknown target": (("options: {opset: 18}", "target: tflite"),
