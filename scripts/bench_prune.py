@@ -112,7 +112,8 @@ def asset_row(name: str) -> dict | None:
         x = torch.from_numpy(images)
         parity = compare_outputs(model(x).numpy(), deployed(x).numpy(), "fp32")
     training = json.loads(read_metadata(path)[TRAINING_KEY])
-    return {"name": name, "top1": top1(model, name), "parity": parity, "training": training,
+    # measured again (on the deploy form: equal to the training form, as `parity` shows, and 2-4x cheaper)
+    return {"name": name, "top1": top1(deployed, name), "parity": parity, "training": training,
             "size_mb": path.stat().st_size / 1e6, "macs": cost(deployed, 32).macs, "params": cost(deployed, 32).params}
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -38,7 +37,6 @@ def profile(
     original, the precision really used, and energy per image where the machine has a counter."""
     report_format = _format(fmt, out)
     batches = _batches(batch)
-    _quiet_torch_threads()
     from deploykit.core.devices import load_device
     from deploykit.pipeline.profile import profile_artifacts
     from deploykit.profile.report import render
@@ -88,15 +86,6 @@ def _batches(text: str | None) -> list[int] | None:
     if not sizes or min(sizes) <= 0:
         raise DeployKitError(f"--batch {text!r} is not a comma-separated list of positive sizes", fix="e.g. --batch 1,8")
     return list(dict.fromkeys(sizes))
-
-
-def _quiet_torch_threads() -> None:
-    """Idle OpenMP threads sleep instead of spinning (unless the user chose otherwise). The float original
-    runs in torch beside the device runtime in one process, and on a busy machine spinning threads slowed
-    torch several-fold (measured: 237 ms -> 42 ms for resnet56_cifar at batch 1). Read by OpenMP when torch
-    loads, so it is set before anything imports torch; the report records it."""
-    if "torch" not in sys.modules:
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def _progress_bar() -> Progress:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from deploykit.passes.fold import NotFoldable, merge_branches
+from deploykit.passes.fold import merge_branches
 from deploykit.passes.fold_bn import require_eval
 from deploykit.passes.fx_trace import clone_tensors
 from deploykit.passes.graph_reparam import check_fold, reparam_graph, run_probe
@@ -108,7 +108,7 @@ def _merge_block(block: nn.Module, io: tuple | None,
     branches = list(block.reparam_branches())
     try:
         conv = merge_branches(branches)
-    except (NotFoldable, ValueError, TypeError):
+    except (ValueError, TypeError):  # NotFoldable included: the generic path will say why
         return None, None
     rebuilt = block.reparam_rebuild(conv)
     check = None if io is None else check_fold(rebuilt, *io)

@@ -38,6 +38,7 @@ from deploykit.profile.results import (ARTIFACT, FLOAT_ORIGINAL, BatchLatency, C
 Progress = Callable[[str, int, int], None]  # (what, done, total)
 EVAL_BATCH = 32
 PROBE_IMAGES = 64  # inputs for agreement when no --data is given: seeded random images
+UNSTABLE_SPREAD = 0.10  # two runs of one profile should agree on p50 within this
 
 __all__ = ["ProfileReport", "ProfileRow", "profile_artifacts", "reach_device"]
 
@@ -405,8 +406,16 @@ def _measure_latency(candidates: list[_Candidate], batches: list[int], runs: int
         for candidate in candidates:
             s = stats.get(candidate.row.name)
             candidate.row.latency.append(
-                BatchLatency(batch, s.p50_ms, s.p90_ms, s.p99_ms, s.mean_ms, s.runs) if s else
+                BatchLatency(batch, s.p50_ms, s.p90_ms, s.p99_ms, s.mean_ms, s.runs, spread=s.spread) if s else
                 BatchLatency(batch, note=f"n/a (static batch {candidate.static_batch})"))
+            _flag_unstable(candidate.row, candidate.row.latency[-1])
+
+
+def _flag_unstable(row, lat: BatchLatency) -> None:
+    """A p50 whose timing rounds disagree by more than the repeatability we promise is said to be one."""
+    if lat.spread is not None and lat.spread > UNSTABLE_SPREAD:
+        row.notes.append(f"batch {lat.batch}: latency unstable, the medians of its timing rounds differ by "
+                         f"{lat.spread:.0%} (> {UNSTABLE_SPREAD:.0%}): the machine was busy; rerun when it is quiet")
 
 
 def _call(runnable, batch: np.ndarray) -> Callable[[], object]:

@@ -96,6 +96,10 @@ class Score:
     loss_points: float
     path: Path = field(repr=False, default=Path())
 
+    def fits(self, budget: float) -> bool:
+        """Within the accuracy budget, and within the int8 tolerance the parity gate will apply."""
+        return self.loss_points <= budget and self.comparison.passed
+
     def key(self) -> tuple:
         """Best first: least loss, then most agreement, then SQNR. A gain over the float model is noise
         on a held-out slice (int8 only adds error), so it counts as no loss, never as a win."""
@@ -192,7 +196,7 @@ def choose(opts: Int8Options, float_path: Path, ranges: list[np.ndarray], holdou
     search = _Search(Int8Quantizer(prepared, ranges, workdir=work), holdout, work, threads)
     candidates = search.candidates(opts, readiness.per_tensor_safe)
     choice = Choice(max(candidates, key=Score.key), candidates, readiness)
-    if choice.best.loss_points > opts.accuracy_budget:
+    if not choice.best.fits(opts.accuracy_budget):
         choice.best, choice.kept, choice.ranking = search.fit_budget(choice.best, opts.accuracy_budget, prepared,
                                                                      layer_names(model))
     return choice
@@ -231,7 +235,7 @@ class _Search:
         return [self.run(QuantizeConfig(m, pc)) for m in methods for pc in granularity]
 
     def fit_budget(self, best: Score, budget: float, prepared: Path, names: dict) -> tuple[Score, list, list]:
-        """Leave the k nodes that add the most noise in float, for growing k, until the loss fits."""
+        """Leave the k nodes that add the most output noise in float, for growing k, until it fits."""
         from deploykit.profile.sensitivity import node_sensitivity
 
         images, batch = self.holdout.images[:SENSITIVITY_IMAGES], _static_batch(best.path)
@@ -241,13 +245,15 @@ class _Search:
         tried = best
         for k in (k for k in EXCLUSION_STEPS if k <= len(ranking)):
             tried = self.run(replace(best.config, exclude=tuple(s.node for s in ranking[:k])))
-            if tried.loss_points <= budget:
+            if tried.fits(budget):
                 return tried, ranked[:k], ranked[:20]
         raise DeployKitError(
-            f"int8 stays over the accuracy budget of {budget:g} points: the best candidate "
-            f"({best.config.label()}) loses {best.loss_points:.2f}, and with its {len(tried.config.exclude)} most "
-            f"sensitive layers in float it still loses {tried.loss_points:.2f}",
-            fix="raise --accuracy-budget, calibrate on more images (--calib-size), or export without --int8")
+            f"int8 stays over the accuracy budget of {budget:g} points or the int8 tolerance: the best "
+            f"candidate ({best.config.label()}) loses {best.loss_points:.2f} ({best.comparison.summary()}); with "
+            f"its {len(tried.config.exclude)} most sensitive layers in float: {tried.loss_points:.2f} "
+            f"({tried.comparison.summary()})",
+            fix="raise --accuracy-budget, use --per-channel auto, calibrate on more images (--calib-size), "
+                "or export without --int8")
 
 
 def run_onnx(path: Path, images: np.ndarray, threads: int) -> np.ndarray:

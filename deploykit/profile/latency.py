@@ -1,5 +1,5 @@
 """Wall-clock latency, measured so that comparisons survive a noisy shared machine:
-candidates are interleaved round by round, and ratios are taken from medians of the same run."""
+candidates alternate in blocks round by round, and ratios are taken from medians of the same run."""
 
 from __future__ import annotations
 
@@ -7,6 +7,10 @@ import statistics
 import time
 from dataclasses import asdict, dataclass
 from typing import Callable
+
+ROUNDS = 10  # blocks per candidate: enough alternation to share out load spikes, few switches
+SETTLE = 2  # untimed calls at the start of every block
+QUIESCE_S = 0.05  # idle gap before a block: the previous runtime's spinning threads go to sleep
 
 
 @dataclass(frozen=True)
@@ -16,14 +20,18 @@ class LatencyStats:
     p99_ms: float
     mean_ms: float
     runs: int
+    spread: float | None = None  # slowest round's median / fastest round's - 1: how stable the machine was
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def summarize(samples_s: list[float]) -> LatencyStats:
+def summarize(samples_s: list[float], rounds: list[list[float]] | None = None) -> LatencyStats:
     ms = sorted(s * 1e3 for s in samples_s)
-    return LatencyStats(_quantile(ms, 0.5), _quantile(ms, 0.9), _quantile(ms, 0.99), statistics.fmean(ms), len(ms))
+    medians = [statistics.median(r) for r in rounds or [] if r]
+    spread = max(medians) / min(medians) - 1 if len(medians) > 1 else None
+    return LatencyStats(_quantile(ms, 0.5), _quantile(ms, 0.9), _quantile(ms, 0.99), statistics.fmean(ms), len(ms),
+                        spread)
 
 
 def _quantile(sorted_ms: list[float], q: float) -> float:
@@ -41,17 +49,28 @@ def time_once(fn: Callable[[], object]) -> float:
 
 
 def measure_side_by_side(candidates: dict[str, Callable[[], object]], *, runs: int = 50,
-                         warmup: int = 5, progress: Callable[[int, int], None] | None = None
-                         ) -> dict[str, LatencyStats]:
-    """Latency of each candidate, interleaved so load spikes hit all of them alike.
+                         warmup: int = 5, progress: Callable[[int, int], None] | None = None,
+                         rounds: int = ROUNDS) -> dict[str, LatencyStats]:
+    """Latency of each candidate, timed in blocks that alternate between candidates round by round.
+
+    Blocks, not single calls: each runtime keeps its production threading (ONNX Runtime's spinning pool,
+    torch's OpenMP team), and one runtime's still-spinning threads cannot steal the cores of the next
+    call (measured here: alternating single calls made ORT's p50 swing by 20 % between two runs and
+    forced its pool to sleep, doubling its latency). Alternating the blocks still spreads a load spike
+    over every candidate. The first SETTLE calls of each block are untimed: the pool wakes up.
     `progress(rounds done, rounds in total)` is called after every round."""
     for fn in candidates.values():
         for _ in range(warmup):
             fn()
-    samples: dict[str, list[float]] = {name: [] for name in candidates}
-    for done in range(1, runs + 1):
+    rounds = max(1, min(rounds, runs))
+    samples: dict[str, list[list[float]]] = {name: [] for name in candidates}
+    for done in range(rounds):
+        quota = runs * (done + 1) // rounds - runs * done // rounds  # sums to `runs` exactly
         for name, fn in candidates.items():
-            samples[name].append(time_once(fn))
+            time.sleep(QUIESCE_S)
+            for _ in range(SETTLE):
+                fn()
+            samples[name].append([time_once(fn) for _ in range(quota)])
         if progress is not None:
-            progress(done, runs)
-    return {name: summarize(s) for name, s in samples.items()}
+            progress(done + 1, rounds)
+    return {name: summarize([t for block in s for t in block], s) for name, s in samples.items()}

@@ -24,6 +24,7 @@ class BatchLatency:
     mean_ms: float | None = None
     runs: int = 0
     note: str | None = None  # e.g. "n/a (static batch 1)"
+    spread: float | None = None  # between the medians of the timing rounds (see profile.latency)
 
     @property
     def throughput(self) -> float | None:

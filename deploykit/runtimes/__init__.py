@@ -69,8 +69,8 @@ class Adapted:
 def _load_onnxruntime(path: Path, device: "Device") -> Runnable:
     from deploykit.runtimes.onnxruntime import OrtModel
 
-    # 0 threads: ONNX Runtime's own default. No spinning: profiles time several models side by side.
-    model = OrtModel(path, threads=device.threads or 0, spinning=False)
+    # 0 threads: ONNX Runtime's own default; spinning pool as deployed (latency.py times in blocks).
+    model = OrtModel(path, threads=device.threads or 0)
     first = model.session.get_inputs()[0].shape[0]
     return Adapted(model, model.version, first if isinstance(first, int) else None,
                    lambda: _ort_precision(model, path))

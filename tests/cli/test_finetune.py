@@ -25,18 +25,28 @@ PER_CLASS = 4  # 40 images, batch 8: five steps an epoch
 RUN = ["resnet20_cifar", "--batch-size", "8", "--threads", "1"]
 
 
-@pytest.fixture(scope="module")
-def tiny_cifar(tmp_path_factory) -> Path:
+def _cifar_subset(tmp_path_factory, per_class: int) -> Path:
     source = Path(os.environ.get("DEPLOYKIT_DATA", Path(__file__).resolve().parents[2] / ".." / "shared" / "data"))
     source = source / "cifar10" / "train"
     if not source.is_dir():
         pytest.skip(f"real data not found at {source}")
-    root = tmp_path_factory.mktemp("tiny_cifar")
+    root = tmp_path_factory.mktemp(f"cifar_{per_class}")
     for class_dir in sorted(source.iterdir()):
         (root / class_dir.name).mkdir()
-        for image in sorted(class_dir.iterdir())[:PER_CLASS]:
+        for image in sorted(class_dir.iterdir())[:per_class]:
             shutil.copy(image, root / class_dir.name / image.name)
     return root
+
+
+@pytest.fixture(scope="module")
+def tiny_cifar(tmp_path_factory) -> Path:
+    return _cifar_subset(tmp_path_factory, PER_CLASS)
+
+
+@pytest.fixture(scope="module")
+def one_batch_cifar(tmp_path_factory) -> Path:
+    """130 images: one full batch of the export chain's fixed fine-tune batch size (128)."""
+    return _cifar_subset(tmp_path_factory, 13)
 
 
 def _env(tmp_path: Path) -> dict:
@@ -128,3 +138,16 @@ def test_help_lists_the_resume_options(tmp_path):
     result = subprocess.run([sys.executable, "-m", "deploykit", "finetune", "--help"], capture_output=True, text=True,
                             env={**_env(tmp_path), "COLUMNS": "200"})
     assert result.returncode == 0 and "--teacher" in result.stdout and "--stop-after-epochs" in result.stdout
+
+
+def test_export_prune_finetune_chain_records_it_in_the_manifest(one_batch_cifar, data_dir, tmp_path):
+    out = tmp_path / "art"
+    result = _deploykit("export", "resnet20_cifar", "--prune", "0.3", "--finetune-data", one_batch_cifar,
+                        "--finetune-epochs", "1", "--out", out, "--threads", "1", tmp_path=tmp_path)
+    assert "pruned: MACs 40.6 M -> 27.0 M" in result.stdout and "PASS (fp32)" in result.stdout
+    manifest = json.loads((out / "resnet20_cifar.onnx.manifest.json").read_text())
+    pruning = manifest["extra"]["pruning"]
+    assert pruning["config"]["ratio"] == 0.3 and pruning["channels"]["layer1.0.conv1"] == 8
+    assert pruning["channels"]["layer1.0.conv2"] == 16  # residual streams keep their widths
+    assert pruning["finetune"]["config"]["epochs"] == 1 and pruning["finetune"]["teacher"]["weights"].endswith(".th")
+    assert manifest["parity"]["passed"]
