@@ -54,7 +54,8 @@ def render(rows: list[dict], runs: int, threads: int) -> str:
         f"Regenerate: `python scripts/bench_deploy.py --runs {runs} --threads {threads}`. "
         f"Machine: {platform.processor() or platform.machine()}, {threads} threads, torch {torch.__version__}, "
         f"onnxruntime {onnxruntime.__version__}. Medians of {runs} "
-        "interleaved runs of the two ONNX graphs (ORT pools not spinning); the ratio is taken within the same run; "
+        "runs of the two ONNX graphs timed in alternating blocks (ORT pools not spinning); "
+        "the ratio is taken within the same run; "
         "PyTorch is timed in its own block.",
         "",
         "| model | Conv nodes train → deploy | PyTorch train-form p50 (ms) | ORT train-form p50 (ms) "

@@ -143,7 +143,7 @@ def render(r: dict, assets: list[dict], *, runs: int, threads: int) -> str:
         f"{r['params'][1] / 1e6:.3f} | {100 * r['pruned_top1']:.2f} % | {lat['pruned'].p50_ms:.3f} |",
         "",
         f"Top-1 change {100 * (r['pruned_top1'] - r['float_top1']):+.2f} pt; latency pruned / float "
-        f"{ratio:.2f} (medians of {runs} interleaved runs, {threads} ORT thread). Fine-tune time: "
+        f"{ratio:.2f} (medians of {runs} runs timed in alternating blocks, {threads} ORT thread). Fine-tune time: "
         f"{train['train_seconds'] / 60:.1f} min of training steps (wall clock, on a shared 2-core machine), per "
         f"epoch {per_epoch} min.",
     ]

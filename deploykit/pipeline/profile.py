@@ -3,10 +3,10 @@
 `profile_artifacts` loads every artifact in the device's runtime, rebuilds each artifact's float original
 (the training-form PyTorch model, found through the manifest: model name + weights file, checked by
 sha256), and measures for each: load and warm-up time, latency per batch size (the candidates of one
-runtime interleaved round by round, so load spikes on a shared machine hit them alike), file size, params / MACs /
-memory access, accuracy through the one preprocessing with agreement, cosine and SQNR against the float
-original's outputs on the same images, the precision the runtime really used, and energy per image where
-the machine has a counter. The float original is a row of its own (runtime "torch"): the reference.
+runtime timed in alternating blocks round by round, so load spikes on a shared machine hit them alike,
+and a p50 whose rounds disagree is flagged), file size, params / MACs / memory access, accuracy through
+the one preprocessing with agreement, cosine and SQNR against the float original's outputs on the same
+images, the precision the runtime really used, and energy per image where the machine has a counter. The float original is a row of its own (runtime "torch"): the reference.
 """
 
 from __future__ import annotations
@@ -390,7 +390,7 @@ def _quality(candidate: _Candidate, n: int, labels: np.ndarray | None, inputs: s
 
 def _measure_latency(candidates: list[_Candidate], batches: list[int], runs: int, warmup: int,
                      progress: Progress) -> None:
-    """Per batch size, every candidate that can run it: those of one runtime interleaved round by round,
+    """Per batch size, every candidate that can run it: those of one runtime timed in alternating blocks round by round,
     runtimes one after the other (the float original's torch thread pool would otherwise compete with the
     device runtime's for the same cores)."""
     for batch in batches:

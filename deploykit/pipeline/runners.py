@@ -31,7 +31,7 @@ class Runner(Protocol):
 
     def latency(self, calls: dict[str, tuple[runtimes.Runnable, np.ndarray]], *, runs: int, warmup: int,
                 progress: RoundProgress | None = None) -> dict[str, LatencyStats]:
-        """Latency of each named (runnable, input), interleaved round by round."""
+        """Latency of each named (runnable, input), timed in alternating blocks round by round."""
 
     def environment(self) -> dict:
         """What to add to the report's environment about where the artifacts ran."""

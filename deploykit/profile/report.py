@@ -143,7 +143,7 @@ def inputs_line(report: ProfileReport) -> str:
     s = report.settings
     return (f"Accuracy and agreement on {s.get('inputs') or s.get('data') or 'n/a'}; latency over "
             f"{s.get('runs', '?')} runs after {s.get('warmup', '?')} warm-up runs, random inputs, "
-            f"models of one runtime interleaved.")
+            f"models of one runtime timed in alternating blocks.")
 
 
 def device_line(report: ProfileReport, device: str) -> str:
