@@ -6,7 +6,8 @@ sha256), and measures for each: load and warm-up time, latency per batch size (t
 runtime timed in alternating blocks round by round, so load spikes on a shared machine hit them alike,
 and a p50 whose rounds disagree is flagged), file size, params / MACs / memory access, accuracy through
 the one preprocessing with agreement, cosine and SQNR against the float original's outputs on the same
-images, the precision the runtime really used, and energy per image where the machine has a counter. The float original is a row of its own (runtime "torch"): the reference.
+images, the precision the runtime really used, and energy per image where the machine has a counter.
+The float original is a row of its own (runtime "torch"): the reference.
 """
 
 from __future__ import annotations
