@@ -157,9 +157,10 @@ def render(r: dict, assets: list[dict], *, runs: int, threads: int) -> str:
                   "|---|---:|---:|---:|---:|---:|---:|---|"]
         for a in assets:
             t = a["training"]
+            parity = a["parity"].summary().replace("|", r"\|")  # its "max|Δ|" would split the table cell
             lines.append(f"| {a['name']} | {a['size_mb']:.1f} | {a['macs'] / 1e6:.1f} | {a['params'] / 1e6:.2f} | "
                          f"{len(t['history'])} | {t['train_seconds'] / 60:.0f} | {100 * a['top1']:.2f} % | "
-                         f"{a['parity'].summary()} |")
+                         f"{parity} |")
     return "\n".join(lines) + "\n"
 
 
