@@ -99,8 +99,8 @@ def bench_latency(name: str, *, runs: int, threads: int, tmp: Path) -> LatencyRo
     size = zoo.get(name).preprocess.input_size
     x = np.random.default_rng(0).standard_normal((1, 3, size, size)).astype(np.float32)
     models = {
-        "ort_fp32": OrtModel(float_path, threads=threads, spinning=False),
-        "ort_int8": OrtModel(int8_path, threads=threads, spinning=False),
+        "ort_fp32": OrtModel(float_path, threads=threads),
+        "ort_int8": OrtModel(int8_path, threads=threads),
         "ov_fp32": OpenVINOModel(float_path, threads=threads, precision="f32"),
         "ov_int8": OpenVINOModel(int8_path, threads=threads, precision="f32"),
         "ov_default": OpenVINOModel(float_path, threads=threads, precision=None),
