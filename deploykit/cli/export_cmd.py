@@ -25,6 +25,8 @@ def export(
     out: Path = typer.Option(Path("artifacts"), help="output directory"),
     input_size: Optional[int] = typer.Option(None, help="input resolution (default: the model's own)"),
     batch: int = typer.Option(1, min=1, help="static batch size of the exported graph"),
+    dynamic_batch: bool = typer.Option(False, "--dynamic-batch", help="onnx (fp32): leave the batch axis free, "
+                                       "so one artifact is profiled at every --batch"),
     opset: int = typer.Option(17, min=7, help="ONNX opset"),
     num_classes: Optional[int] = typer.Option(None, min=1, help="classifier outputs (default: the model's)"),
     threads: int = typer.Option(2, min=1, help="runtime threads for the parity run"),
@@ -72,7 +74,7 @@ def export(
                                 weights_int8=weights_int8, calib=calib, workspace=workspace,
                                 require_engine=require_engine, int8=int8, calib_size=calib_size,
                                 calib_split=calib_split, calib_method=calib_method, per_channel=per_channel,
-                                accuracy_budget=accuracy_budget)},
+                                accuracy_budget=accuracy_budget, dynamic_batch=dynamic_batch)},
                             prune=_prune_request(prune, prune_importance, finetune_data, finetune_epochs,
                                                  finetune_lr, threads))
     with console.status(f"exporting {model or model_from} to {target}…"):

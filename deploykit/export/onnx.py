@@ -25,11 +25,12 @@ class OnnxExportResult:
 
 
 def export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, *, opset: int = DEFAULT_OPSET,
-                simplify: bool = True) -> OnnxExportResult:
-    """Write `model` traced on `example` to `path` (the caller makes the path temporary)."""
+                simplify: bool = True, dynamic_batch: bool = False) -> OnnxExportResult:
+    """Write `model` traced on `example` to `path` (the caller makes the path temporary). The batch axis is
+    static (`example`'s) unless `dynamic_batch`: static shapes are what TensorRT and Core ML plan best."""
     import onnx
 
-    _torch_export(model, example, path, opset)
+    _torch_export(model, example, path, opset, dynamic_batch)
     proto = onnx.load(str(path))
     onnx.checker.check_model(proto)
     result = OnnxExportResult(path=path, simplified=False)
@@ -44,12 +45,14 @@ def export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, *, op
     return result
 
 
-def _torch_export(model: torch.nn.Module, example: torch.Tensor, path: Path, opset: int) -> None:
+def _torch_export(model: torch.nn.Module, example: torch.Tensor, path: Path, opset: int, dynamic_batch: bool) -> None:
+    axes = {"input": {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the exporter's deprecation notice is not the user's concern
         try:
             torch.onnx.export(model, (example,), str(path), dynamo=False, opset_version=opset,
-                              input_names=["input"], output_names=["logits"], do_constant_folding=True)
+                              input_names=["input"], output_names=["logits"], do_constant_folding=True,
+                              dynamic_axes=axes)
         except Exception as exc:  # noqa: BLE001 - exporter errors name the unsupported op
             raise DeployKitError(f"ONNX export failed: {exc}",
                                  fix="try another --opset, or report the op named above") from exc

@@ -67,3 +67,26 @@ def test_checkpoint_round_trip_pth(tmp_path):
     torch.save({"state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}}, tmp_path / "w.pth")
     state = read_state_dict(tmp_path / "w.pth")
     assert set(state) == set(model.state_dict())
+
+
+def test_dynamic_batch_runs_at_any_batch_and_int8_refuses_it(tmp_path):
+    import numpy as np
+
+    from deploykit.core.compare import compare_outputs
+    from deploykit.core.errors import DeployKitError
+    from deploykit.runtimes.onnxruntime import OrtModel
+
+    outcome = export(ExportRequest(model="resnet20_cifar", out_dir=tmp_path, random_init=True,
+                                   options={"dynamic_batch": True}))
+    graph_input = onnx.load(str(outcome.artifact)).graph.input[0]
+    assert graph_input.type.tensor_type.shape.dim[0].dim_param == "batch"
+    assert outcome.manifest.extra["dynamic_batch"] is True
+    single = OrtModel(outcome.artifact, threads=1)
+    x = torch.randn(5, 3, 32, 32).numpy()
+    batched = single.run(x)
+    one_by_one = np.concatenate([single.run(x[i:i + 1]) for i in range(5)])
+    assert batched.shape == (5, 10) and compare_outputs(one_by_one, batched, "fp32")
+    with pytest.raises(DeployKitError, match="--dynamic-batch is not supported with --int8"):
+        export(ExportRequest(model="resnet20_cifar", out_dir=tmp_path / "q", random_init=True,
+                             options={"dynamic_batch": True, "int8": True, "calib": tmp_path}))
+    assert not (tmp_path / "q" / "resnet20_cifar.int8.onnx").exists()
