@@ -185,7 +185,7 @@ def run_model(runnable, batch: np.ndarray, repeat: int) -> tuple[np.ndarray, flo
 
 
 def measure(items: list[tuple[object, list[int]]], runs: int, warmup: int, seed: int) -> list[dict]:
-    """Latency of each (runnable, input shape), timed in alternating blocks round by round, on seeded normal inputs."""
+    """Latency of each (runnable, input shape), timed in alternating blocks, on seeded normal inputs."""
     from deploykit.profile.latency import measure_side_by_side
 
     calls = {}

@@ -45,7 +45,8 @@ def export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, *, op
     return result
 
 
-def _torch_export(model: torch.nn.Module, example: torch.Tensor, path: Path, opset: int, dynamic_batch: bool) -> None:
+def _torch_export(model: torch.nn.Module, example: torch.Tensor, path: Path, opset: int,
+                  dynamic_batch: bool) -> None:
     axes = {"input": {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the exporter's deprecation notice is not the user's concern

@@ -391,7 +391,7 @@ def _quality(candidate: _Candidate, n: int, labels: np.ndarray | None, inputs: s
 
 def _measure_latency(candidates: list[_Candidate], batches: list[int], runs: int, warmup: int,
                      progress: Progress) -> None:
-    """Per batch size, every candidate that can run it: those of one runtime timed in alternating blocks round by round,
+    """Per batch size, every candidate that can run it: those of one runtime timed in alternating blocks,
     runtimes one after the other (the float original's torch thread pool would otherwise compete with the
     device runtime's for the same cores)."""
     for batch in batches:

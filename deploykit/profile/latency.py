@@ -26,9 +26,10 @@ class LatencyStats:
         return asdict(self)
 
 
-def summarize(samples_s: list[float], rounds: list[list[float]] | None = None) -> LatencyStats:
-    ms = sorted(s * 1e3 for s in samples_s)
-    medians = [statistics.median(r) for r in rounds or [] if r]
+def summarize(rounds: list[list[float]]) -> LatencyStats:
+    """Quantiles of every sample (seconds), and the spread between the rounds' medians."""
+    ms = sorted(s * 1e3 for block in rounds for s in block)
+    medians = [statistics.median(r) for r in rounds if r]
     spread = max(medians) / min(medians) - 1 if len(medians) > 1 else None
     return LatencyStats(_quantile(ms, 0.5), _quantile(ms, 0.9), _quantile(ms, 0.99), statistics.fmean(ms), len(ms),
                         spread)
@@ -73,4 +74,4 @@ def measure_side_by_side(candidates: dict[str, Callable[[], object]], *, runs: i
             samples[name].append([time_once(fn) for _ in range(quota)])
         if progress is not None:
             progress(done + 1, rounds)
-    return {name: summarize([t for block in s for t in block], s) for name, s in samples.items()}
+    return {name: summarize(blocks) for name, blocks in samples.items()}

@@ -28,7 +28,7 @@ def test_fewer_runs_than_rounds_still_times_every_run(monkeypatch):
 
 
 def test_spread_compares_the_rounds_medians():
-    steady = summarize([0.001] * 6, [[0.001] * 3, [0.001] * 3])
-    busy = summarize([0.001] * 3 + [0.0015] * 3, [[0.001] * 3, [0.0015] * 3])
+    steady = summarize([[0.001] * 3, [0.001] * 3])
+    busy = summarize([[0.001] * 3, [0.0015] * 3])
     assert steady.spread == 0.0 and abs(busy.spread - 0.5) < 1e-9
-    assert summarize([0.001]).spread is None and abs(busy.p50_ms - 1.25) < 1e-9
+    assert summarize([[0.001]]).spread is None and abs(busy.p50_ms - 1.25) < 1e-9
