@@ -58,7 +58,8 @@ def _read_pickle(path: Path) -> dict:
             "deploykit refuses to load it",
             fix="re-save it as a plain state_dict (torch.save(model.state_dict(), ...)) or as .safetensors",
         ) from exc
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - garbage bytes make the restricted unpickler raise
+        # anything (IndexError, KeyError, UnicodeDecodeError, ...); it cannot run code, so all mean "corrupt"
         raise DeployKitError(f"{path} is not a readable PyTorch checkpoint ({_first_line(exc)})",
                              fix="re-download or re-save the checkpoint") from exc
 
@@ -70,16 +71,18 @@ SAFE_GLOBAL_PREFIXES = ("torch.", "collections.OrderedDict", "_codecs.encode", "
 def _unsafe_globals(path: Path) -> list[str]:
     """Names the pickle would import, read with pickletools (which never executes anything)."""
     found, strings = [], []
-    try:
-        for opcode, arg, _ in pickletools.genops(_pickle_bytes(path)):
-            if isinstance(arg, str) and "UNICODE" in opcode.name:
-                strings.append(arg)
-            elif opcode.name == "GLOBAL":
-                found.append(arg.replace(" ", "."))
-            elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
-                found.append(f"{strings[-2]}.{strings[-1]}")
-    except Exception:  # noqa: BLE001 - a corrupt stream: judge what was read before it broke
-        pass
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # garbage string opcodes raise escape-sequence DeprecationWarnings
+        try:
+            for opcode, arg, _ in pickletools.genops(_pickle_bytes(path)):
+                if isinstance(arg, str) and "UNICODE" in opcode.name:
+                    strings.append(arg)
+                elif opcode.name == "GLOBAL":
+                    found.append(arg.replace(" ", "."))
+                elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    found.append(f"{strings[-2]}.{strings[-1]}")
+        except Exception:  # noqa: BLE001 - a corrupt stream: judge what was read before it broke
+            pass
     return [name for name in found if not name.startswith(SAFE_GLOBAL_PREFIXES)]
 
 
