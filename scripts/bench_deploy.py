@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import sys
 import argparse
-import platform
 import tempfile
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from deploykit.passes import fold_bn, reparameterize
 from deploykit.profile.latency import measure_side_by_side
 from deploykit.runtimes.onnxruntime import OrtModel
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a plain script from anywhere
-from scripts.bench_md import update_section  # noqa: E402
+from scripts.bench_md import machine, update_section  # noqa: E402
 
 DEFAULT_MODELS = "mobileone_s0,mobileone_s1,mobileone_s2,mobileone_s3,mobileone_s4,repvgg_a0"
 
@@ -52,7 +51,7 @@ def render(rows: list[dict], runs: int, threads: int) -> str:
         "## Training form vs deployed ONNX (batch 1, 224², CPU)",
         "",
         f"Regenerate: `python scripts/bench_deploy.py --runs {runs} --threads {threads}`. "
-        f"Machine: {platform.processor() or platform.machine()}, {threads} threads, torch {torch.__version__}, "
+        f"Machine: {machine()}, {threads} threads, torch {torch.__version__}, "
         f"onnxruntime {onnxruntime.__version__}. Medians of {runs} "
         "runs of the two ONNX graphs timed in alternating blocks (ORT's default spinning pools); "
         "the ratio is taken within the same run; "

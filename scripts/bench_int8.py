@@ -23,7 +23,6 @@ from __future__ import annotations
 import sys
 import argparse
 import os
-import platform
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +39,7 @@ from deploykit.pipeline.export import ExportRequest, export
 from deploykit.profile.latency import measure_side_by_side
 from deploykit.runtimes.onnxruntime import OrtModel
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a plain script from anywhere
-from scripts.bench_md import update_section  # noqa: E402
+from scripts.bench_md import machine, update_section  # noqa: E402
 
 DEFAULT_MODELS = "mobileone_s1,repvgg_a0"
 IMAGENET = "imagenet_val1300"
@@ -117,7 +116,7 @@ def render_latency(rows: list[LatencyRow], runs: int, threads: int, load: tuple[
         "## int8 vs float, per runtime (batch 1, CPU)",
         "",
         f"Regenerate: `python -m scripts.bench_int8 --runs {runs} --threads {threads}`. Machine: "
-        f"{platform.processor() or platform.machine()}, {threads} threads, onnxruntime {onnxruntime.__version__}, "
+        f"{machine()}, {threads} threads, onnxruntime {onnxruntime.__version__}, "
         f"openvino {openvino.__version__.split('-')[0]}; load average {load[0]:.1f} before, {load[1]:.1f} after "
         "(a shared machine: compare ratios within a row, not absolute times across rows). "
         f"Medians of {runs} runs timed in alternating blocks. "

@@ -17,7 +17,6 @@ from __future__ import annotations
 import sys
 import argparse
 import json
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -42,7 +41,7 @@ from deploykit.runtimes.onnxruntime import OrtModel
 from deploykit.training import TrainConfig
 from deploykit.zoo.structure import build_model, read_metadata
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a plain script from anywhere
-from scripts.bench_md import update_section  # noqa: E402
+from scripts.bench_md import machine, update_section  # noqa: E402
 
 MODEL = "resnet56_cifar"
 FINETUNE = TrainConfig(epochs=3, lr=0.05)
@@ -126,7 +125,7 @@ def render(r: dict, assets: list[dict], *, runs: int, threads: int) -> str:
         "## Structured pruning + distillation (ResNet-56, CIFAR-10)",
         "",
         f"Regenerate: `python scripts/bench_prune.py --runs {runs} --threads {threads}`. Machine: "
-        f"{platform.processor() or platform.machine()}, torch {torch.__version__}, onnxruntime "
+        f"{machine()}, torch {torch.__version__}, onnxruntime "
         f"{onnxruntime.__version__}. Top-1 on all 10,000 images of cifar10/test (JPEG).",
         "",
         f"Pruned with `{cfg['importance']}` importance to ≤ {cfg['target_macs'] / 1e6:.1f} M MACs (the smallest "

@@ -10,6 +10,9 @@ from pathlib import Path
 from deploykit.core.manifest import tool_versions
 
 CPUINFO = Path("/proc/cpuinfo")
+# The instructions int8 and bf16 speed hinge on (x86 VNNI/AMX, Arm dot-product/i8mm): the same QDQ model
+# is 2x slower or 4x faster than fp32 depending on them, so a latency table without them cannot be read.
+LOW_PRECISION_ISA = ("avx512_vnni", "avx_vnni", "amx_int8", "avx512_bf16", "amx_bf16", "asimddp", "i8mm", "bf16")
 
 
 def cpu_model() -> str:
@@ -24,6 +27,19 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
+def low_precision_isa() -> list[str]:
+    """Which of LOW_PRECISION_ISA the CPU advertises (Linux `flags`/`Features`; empty where unknown)."""
+    try:
+        for line in CPUINFO.read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("flags", "Features"):
+                present = set(value.split())
+                return [name for name in LOW_PRECISION_ISA if name in present]
+    except OSError:
+        pass
+    return []
+
+
 def usable_cores() -> int:
     """Cores this process may run on (the affinity mask), which a container may limit below the machine's."""
     try:
@@ -35,6 +51,7 @@ def usable_cores() -> int:
 def environment(*, threads: int | None = None) -> dict:
     return {
         "cpu": cpu_model(),
+        "low_precision_isa": low_precision_isa(),
         "logical_cores": os.cpu_count(),
         "usable_cores": usable_cores(),
         "threads": threads,

@@ -134,7 +134,9 @@ def render_markdown(report: ProfileReport) -> str:
 def environment_line(report: ProfileReport) -> str:
     env = report.environment
     versions = ", ".join(f"{k} {v}" for k, v in env.get("versions", {}).items())
-    return (f"Machine: {env.get('cpu', '?')}, {env.get('usable_cores', '?')} usable cores "
+    isa = ", ".join(env.get("low_precision_isa") or []) or "none"
+    return (f"Machine: {env.get('cpu', '?')} (int8/bf16 instructions: {isa}), "
+            f"{env.get('usable_cores', '?')} usable cores "
             f"({env.get('logical_cores', '?')} logical), {env.get('os', '?')}. Versions: {versions}. "
             f"Energy: {env.get('energy_counter') or 'counter available'}.")
 
