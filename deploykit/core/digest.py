@@ -20,6 +20,7 @@ from typing import Any
 from deploykit.core.fsutil import sha256_file, write_text_atomic
 
 RACY_SECONDS = 2.0
+ScannedFile = tuple[str, str, os.stat_result]  # relative posix path, path, stat
 
 
 def canonical_json(value: Any) -> str:
@@ -50,7 +51,7 @@ def content_digest(path: Path, *, memo: Path | None = None) -> str:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(path)
-    files = [(path.name, path, path.stat())] if path.is_file() else _scan(path)
+    files = [(path.name, str(path), path.stat())] if path.is_file() else _scan(path)
     signature = _stat_signature(files)
     remembered = _read_memo(memo).get(str(path.resolve()))
     if remembered and remembered.get("signature") == signature:
@@ -61,35 +62,35 @@ def content_digest(path: Path, *, memo: Path | None = None) -> str:
     return digest
 
 
-def _scan(root: Path) -> list[tuple[str, Path, os.stat_result]]:
-    """(relative posix path, path, stat) of every file under `root`, one stat each, in path-part order."""
-    found, pending = [], [root]
+def _scan(root: Path) -> list[ScannedFile]:
+    """(relative posix path, path, stat) of every file under `root`, one stat each, in path-part order.
+    Plain strings, not Path objects: a 60,000-image dataset is scanned on every cached run."""
+    found, pending, prefix = [], [str(root)], len(str(root)) + 1
     while pending:
         with os.scandir(pending.pop()) as entries:
             for entry in entries:
                 if entry.is_dir():
-                    pending.append(Path(entry.path))
+                    pending.append(entry.path)
                 elif entry.is_file():
-                    path = Path(entry.path)
-                    found.append((path.relative_to(root).as_posix(), path, entry.stat()))
+                    found.append((entry.path[prefix:].replace(os.sep, "/"), entry.path, entry.stat()))
     return sorted(found, key=lambda item: item[0].split("/"))
 
 
-def _folder_digest(files: list[tuple[str, Path, os.stat_result]]) -> str:
+def _folder_digest(files: list[ScannedFile]) -> str:
     digest = hashlib.sha256()
     for rel, path, _ in files:
         digest.update(f"{rel}\0{sha256_file(path)}\n".encode())
     return digest.hexdigest()
 
 
-def _stat_signature(files: list[tuple[str, Path, os.stat_result]]) -> str:
+def _stat_signature(files: list[ScannedFile]) -> str:
     digest = hashlib.sha256(b"stat-signature v1\n")
     for rel, _, st in files:
         digest.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ino}\n".encode())
     return digest.hexdigest()
 
 
-def _settled(files: list[tuple[str, Path, os.stat_result]]) -> bool:
+def _settled(files: list[ScannedFile]) -> bool:
     newest = max((st.st_mtime for _, _, st in files), default=0.0)
     return newest < time.time() - RACY_SECONDS
 
