@@ -1,4 +1,4 @@
-"""Regenerate the "prune" section of BENCHMARKS.md: structured pruning + distillation on real CIFAR-10, and
+"""Regenerate the "prune" and "trained-checkpoints" sections of BENCHMARKS.md: structured pruning + distillation on real CIFAR-10, and
 deploykit's own trained multi-branch CIFAR-10 checkpoints.
 
 1. ResNet-56 (released weights): prune to at most half the MACs (`deploykit prune --macs-fraction 0.5`,
@@ -8,6 +8,7 @@ deploykit's own trained multi-branch CIFAR-10 checkpoints.
    timed side by side (interleaved) in one run.
 2. weights/*_cifar.safetensors: top-1 on cifar10/test, and the reparameterized model against the training
    form on real test images (fp32 tolerance).
+Each goes to its own section ("prune", "trained-checkpoints"); --skip-prune / --skip-assets pick one.
 Usage:
     python scripts/bench_prune.py [--workdir /tmp/deploykit-bench-prune] [--runs 200] [--update BENCHMARKS.md]
 """
@@ -116,7 +117,7 @@ def asset_row(name: str) -> dict | None:
             "size_mb": path.stat().st_size / 1e6, "macs": cost(deployed, 32).macs, "params": cost(deployed, 32).params}
 
 
-def render(r: dict, assets: list[dict], *, runs: int, threads: int) -> str:
+def render_prune(r: dict, *, runs: int, threads: int) -> str:
     lat, train = r["latency"], r["training"]
     per_epoch = ", ".join(f"{e['seconds'] / 60:.1f}" for e in train["history"])
     ratio = lat["pruned"].p50_ms / lat["float"].p50_ms
@@ -146,20 +147,25 @@ def render(r: dict, assets: list[dict], *, runs: int, threads: int) -> str:
         f"{train['train_seconds'] / 60:.1f} min of training steps (wall clock, on a shared 2-core machine), per "
         f"epoch {per_epoch} min.",
     ]
-    if assets:
-        lines += ["", "## deploykit's trained CIFAR-10 multi-branch checkpoints (weights/)", "",
-                  "Trained from scratch with `deploykit finetune` (no teacher; commands in weights/README.md). "
-                  "Parity: the reparameterized + BN-folded model against the training form on "
-                  f"{PARITY_IMAGES} real cifar10/test images.", "",
-                  "| model | file (MB) | deploy MACs (M) | deploy params (M) | epochs | training time (min) "
-                  "| top-1 cifar10/test | reparameterized vs training form |",
-                  "|---|---:|---:|---:|---:|---:|---:|---|"]
-        for a in assets:
-            t = a["training"]
-            parity = a["parity"].summary().replace("|", r"\|")  # its "max|Δ|" would split the table cell
-            lines.append(f"| {a['name']} | {a['size_mb']:.1f} | {a['macs'] / 1e6:.1f} | {a['params'] / 1e6:.2f} | "
-                         f"{len(t['history'])} | {t['train_seconds'] / 60:.0f} | {100 * a['top1']:.2f} % | "
-                         f"{parity} |")
+    return "\n".join(lines) + "\n"
+
+
+def render_assets(assets: list[dict]) -> str:
+    lines = ["## deploykit's trained CIFAR-10 multi-branch checkpoints (weights/)", "",
+             "Regenerate: `python scripts/bench_prune.py --skip-prune`. Machine: "
+             f"{machine()}, torch {torch.__version__}. "
+             "Trained from scratch with `deploykit finetune` (no teacher; commands in weights/README.md). "
+             "Parity: the reparameterized + BN-folded model against the training form on "
+             f"{PARITY_IMAGES} real cifar10/test images.", "",
+             "| model | file (MB) | deploy MACs (M) | deploy params (M) | epochs | training time (min) "
+             "| top-1 cifar10/test | reparameterized vs training form |",
+             "|---|---:|---:|---:|---:|---:|---:|---|"]
+    for a in assets:
+        t = a["training"]
+        parity = a["parity"].summary().replace("|", r"\|")  # its "max|Δ|" would split the table cell
+        lines.append(f"| {a['name']} | {a['size_mb']:.1f} | {a['macs'] / 1e6:.1f} | {a['params'] / 1e6:.2f} | "
+                     f"{len(t['history'])} | {t['train_seconds'] / 60:.0f} | {100 * a['top1']:.2f} % | "
+                     f"{parity} |")
     return "\n".join(lines) + "\n"
 
 
@@ -169,15 +175,22 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--update", type=Path, help="replace this section of a BENCHMARKS.md")
+    parser.add_argument("--skip-prune", action="store_true", help="only the trained-checkpoints section")
+    parser.add_argument("--skip-assets", action="store_true", help="only the prune section")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    args.workdir.mkdir(parents=True, exist_ok=True)
-    rows = resnet_rows(args.workdir, runs=args.runs, threads=args.threads)
-    assets = [row for row in (asset_row(n) for n in ASSETS) if row is not None]
-    text = render(rows, assets, runs=args.runs, threads=args.threads)
-    print(text)
-    if args.update:
-        update_section(args.update, "prune", text)
+    sections = {}
+    if not args.skip_prune:
+        args.workdir.mkdir(parents=True, exist_ok=True)
+        rows = resnet_rows(args.workdir, runs=args.runs, threads=args.threads)
+        sections["prune"] = render_prune(rows, runs=args.runs, threads=args.threads)
+    assets = [] if args.skip_assets else [row for row in (asset_row(n) for n in ASSETS) if row is not None]
+    if assets:
+        sections["trained-checkpoints"] = render_assets(assets)
+    for name, text in sections.items():
+        print(text)
+        if args.update:
+            update_section(args.update, name, text)
 
 
 if __name__ == "__main__":
