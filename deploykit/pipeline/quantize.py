@@ -15,6 +15,7 @@ images it never saw (`deploykit eval --exclude-calib`).
 
 from __future__ import annotations
 
+import math
 import shutil
 import tempfile
 from dataclasses import dataclass, field, replace
@@ -298,6 +299,7 @@ def _finish(ctx, staged, float_build, holdout, record, readiness, opts) -> Targe
                               "representative images; nothing was written")
     record["runtimes"] = {"onnxruntime": OrtModel(staged).precision_record()}
     warnings = list(float_build.warnings) + _readiness_warnings(readiness, opts)
+    warnings += resolution_warnings(len(holdout.images), opts.accuracy_budget)
     warnings += _openvino_check(staged, holdout, record, ctx.options.get("threads", 2))
     details = {**{k: v for k, v in float_build.details.items() if k not in ("op_counts", "parity_runtime")},
                "op_counts": count_ops(staged), "parity_runtime": "onnxruntime",
@@ -305,6 +307,21 @@ def _finish(ctx, staged, float_build, holdout, record, readiness, opts) -> Targe
                "float_parity": float_build.parity.to_dict(), "int8": record}
     return TargetBuild(precision="int8", parity=parity, details=details, warnings=warnings,
                        messages=_messages(record))
+
+
+def resolution_warnings(holdout_images: int, budget: float) -> list[str]:
+    """A held-out slice too small for the budget: one changed prediction then costs more than the budget,
+    so the search keeps layers float over a single image (seen: 64 images -> 21 held out -> 24 layers float)."""
+    from deploykit.data.calibration import HOLDOUT_FRACTION
+
+    per_image = 100.0 / holdout_images
+    if per_image <= budget:
+        return []
+    needed = math.ceil(math.ceil(100.0 / budget) / HOLDOUT_FRACTION) if budget > 0 else None
+    fix = f"pass --calib-size {needed} or more" if needed else "a budget of 0 tolerates no changed prediction"
+    return [f"the accuracy budget cannot resolve one image: {holdout_images} held-out images make one changed "
+            f"prediction {per_image:.1f} points, over the budget of {budget:g}, so layers may be kept float "
+            f"for a single image; {fix}"]
 
 
 def _readiness_warnings(readiness, opts: Int8Options) -> list[str]:

@@ -1,0 +1,23 @@
+"""The accuracy budget is judged on the held-out images: too few, and one image is worth more than it."""
+
+from __future__ import annotations
+
+from deploykit.pipeline.quantize import resolution_warnings
+
+
+def test_default_calibration_resolves_the_default_budget():
+    assert resolution_warnings(171, 1.0) == []  # 512 images, a third held out
+    assert resolution_warnings(100, 1.0) == []
+
+
+def test_small_holdout_warns_with_the_calib_size_that_fixes_it():
+    (warning,) = resolution_warnings(21, 1.0)
+    assert "21 held-out images" in warning and "4.8 points" in warning
+    assert "--calib-size 300 or more" in warning  # 100 held out = a third of 300
+    (warning,) = resolution_warnings(171, 0.5)
+    assert "--calib-size 600 or more" in warning
+
+
+def test_zero_budget_names_why_no_size_helps():
+    (warning,) = resolution_warnings(1000, 0.0)
+    assert "tolerates no changed prediction" in warning
