@@ -8,6 +8,7 @@ runs on any OS; running the result needs macOS (see runtimes/coreml.py).
 from __future__ import annotations
 
 import copy
+import logging
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -50,7 +51,14 @@ class CoreMLConversion:
     warnings: list[str] = field(default_factory=list)
 
 
+def _drop_native_proxy_notices(record: logging.LogRecord) -> bool:
+    # Off macOS coremltools logs one "Failed to load _ML...Proxy" warning per native class at import: the
+    # predict-side library exists only on macOS, which deploykit already says where it matters.
+    return not record.getMessage().startswith("Failed to load _ML")
+
+
 def import_coremltools():
+    logging.getLogger("coremltools").addFilter(_drop_native_proxy_notices)
     try:
         import coremltools
     except ImportError as exc:
