@@ -1,5 +1,5 @@
-"""Regenerate the "prune" and "trained-checkpoints" sections of BENCHMARKS.md: structured pruning + distillation on real CIFAR-10, and
-deploykit's own trained multi-branch CIFAR-10 checkpoints.
+"""Regenerate the "prune" and "trained-checkpoints" sections of BENCHMARKS.md: structured pruning +
+distillation on real CIFAR-10, and deploykit's own trained multi-branch CIFAR-10 checkpoints.
 
 1. ResNet-56 (released weights): prune to at most half the MACs (`deploykit prune --macs-fraction 0.5`,
    Taylor importance on a seeded batch of cifar10/train), distil from the float model for 3 epochs on

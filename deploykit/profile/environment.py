@@ -15,29 +15,28 @@ CPUINFO = Path("/proc/cpuinfo")
 LOW_PRECISION_ISA = ("avx512_vnni", "avx_vnni", "amx_int8", "avx512_bf16", "amx_bf16", "asimddp", "i8mm", "bf16")
 
 
-def cpu_model() -> str:
-    """The CPU's marketing name: /proc/cpuinfo on Linux, else what platform knows."""
+def _cpuinfo(*keys: str) -> str | None:
+    """The first value of any of `keys` in /proc/cpuinfo (None off Linux or when absent)."""
     try:
         for line in CPUINFO.read_text().splitlines():
             key, _, value = line.partition(":")
-            if key.strip() in ("model name", "Model", "Hardware") and value.strip():
+            if key.strip() in keys and value.strip():
                 return value.strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine() or "unknown"
+    return None
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name: /proc/cpuinfo on Linux, else what platform knows."""
+    return (_cpuinfo("model name", "Model", "Hardware") or platform.processor() or platform.machine()
+            or "unknown")
 
 
 def low_precision_isa() -> list[str]:
     """Which of LOW_PRECISION_ISA the CPU advertises (Linux `flags`/`Features`; empty where unknown)."""
-    try:
-        for line in CPUINFO.read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() in ("flags", "Features"):
-                present = set(value.split())
-                return [name for name in LOW_PRECISION_ISA if name in present]
-    except OSError:
-        pass
-    return []
+    present = set((_cpuinfo("flags", "Features") or "").split())
+    return [name for name in LOW_PRECISION_ISA if name in present]
 
 
 def usable_cores() -> int:
