@@ -6,6 +6,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -35,6 +36,7 @@ class ExportRequest:
     passes: tuple | None = None  # ((name, config or None), ...) in order; None: DEPLOY_PASSES, default configs
     model_from: str | None = None  # "package.module:factory": the user's own model (see user_model.py)
     prune: object | None = None  # a prune_chain.PruneRequest: prune (+ fine-tune) first, see _prune
+    progress: Callable[[str], None] | None = field(default=None, compare=False)  # told each long step's name
 
     @property
     def name(self) -> str:
@@ -90,7 +92,8 @@ def export(request: ExportRequest) -> ExportOutcome:
         reference = model(probe).numpy()
     steps = [(name, None) for name in DEPLOY_PASSES] if request.passes is None else list(request.passes)
     deployed = run_passes(model, steps, probe)
-    ctx = ExportContext(request.name, model, deployed.model, probe, reference, preprocess, dict(request.options))
+    ctx = ExportContext(request.name, model, deployed.model, probe, reference, preprocess, dict(request.options),
+                        progress=request.progress)
     final = Path(request.out_dir) / target.file_name(request.name, request.options)
     with tempfile.TemporaryDirectory(dir=_ensure_dir(final.parent), prefix=".deploykit-") as tmp:
         staged = Path(tmp) / final.name

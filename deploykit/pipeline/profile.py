@@ -132,7 +132,7 @@ def _load_artifacts(paths: list[Path], device: Device, progress: Progress,
     candidates = []
     for i, (path, name) in enumerate(zip(paths, names)):
         progress(f"loading {name}", i, len(paths))
-        manifest = _read_manifest(path)
+        manifest = read_manifest(path)
         runnable, load_s = runner.load(path, device)
         load_ms = 1e3 * load_s
         preprocess = _artifact_preprocess(path, manifest, runnable)
@@ -143,9 +143,20 @@ def _load_artifacts(paths: list[Path], device: Device, progress: Progress,
         if manifest is None:
             row.notes.append("no manifest beside it: preprocessing from the graph's input shape (scale 1/255), "
                              "no float original to compare with")
+        row.notes += layout_mismatch(manifest, device)
         candidates.append(_Candidate(row, runnable, preprocess, manifest, runner=runner))
     progress("loading", len(paths), len(paths))
     return candidates
+
+
+def layout_mismatch(manifest: Manifest | None, device: Device) -> list[str]:
+    """An int8 file laid out for another runtime runs, but not at its best (or not in int8 at all)."""
+    layout = ((manifest.extra or {}).get("int8") or {}).get("layout") if manifest is not None else None
+    if not layout or device.runtime in layout.get("runtimes", ()):
+        return []
+    made_for = ", ".join(layout["runtimes"])
+    return [f"int8 laid out for {made_for}, run on {device.runtime}: re-export with --device {device.name} for the "
+            f"layout {device.runtime} runs fastest"]
 
 
 def unique_names(paths: list[Path]) -> list[str]:
@@ -158,7 +169,7 @@ def unique_names(paths: list[Path]) -> list[str]:
         depth += 1
 
 
-def _read_manifest(path: Path) -> Manifest | None:
+def read_manifest(path: Path) -> Manifest | None:
     file = manifest_path(path)
     if not file.is_file():
         return None

@@ -10,7 +10,7 @@ node n reads
 
 with g a vector input. g = 0 is the float model exactly, g = 1 the int8 model, and the one-hot g = e_n
 quantizes node n alone. One session, one run per node and image: the output noise of each node alone.
-With Q/DQ on op inputs only (deploykit.export.quantize), leaving n in float removes exactly that rounding.
+Leaving n in float (deploykit.export.quantize reads its inputs unrounded) removes exactly that rounding.
 """
 
 from __future__ import annotations
