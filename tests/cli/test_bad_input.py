@@ -144,12 +144,13 @@ def _cases(tmp: Path) -> dict[str, tuple[list[str], str]]:
                                      "links back to"),
         "weights: /dev/zero": (["run", _recipe(tmp / "z", weights="/dev/zero"), "--dry-run"],
                                "/dev/zero is neither a regular file nor a folder"),
+        "eval --data an over-long path": (["eval", "resnet20_cifar", "--data", long_out], "File name too long"),
     }
 
 
 CASES = ["export --out a file", "export --out an over-long path", "export --weights /dev/zero",
          "prune --out a folder", "prune --out a .pth", "run --cache a file", "python tag in options",
-         "recursive alias", "symlink loop in the data", "weights: /dev/zero"]
+         "recursive alias", "symlink loop in the data", "weights: /dev/zero", "eval --data an over-long path"]
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,6 @@ from deploykit import zoo
 from deploykit.core.devices import load_device
 from deploykit.core.errors import DeployKitError
 from deploykit.core.manifest import manifest_path
-from deploykit.core.publish import STAGING_PREFIX, staging_dir, sweep_staging
 from deploykit.pipeline.evaluate import EvalRequest, run_eval
 from deploykit.pipeline.export import ExportRequest, export
 from deploykit.pipeline.profile import profile_artifacts
@@ -161,6 +160,8 @@ def test_a_killed_exports_staging_folder_is_swept_by_the_next(tmp_path):
 
 def test_a_live_staging_folder_is_not_swept(tmp_path):
     """A concurrent export's staging folder holds its lock: the sweep leaves it alone."""
+    from deploykit.core.publish import STAGING_PREFIX, staging_dir, sweep_staging
+
     (tmp_path / ".deploykit-cache").mkdir()  # the pipeline cache's name: never taken for staging
     with staging_dir(tmp_path) as live:
         assert live.name.startswith(STAGING_PREFIX)
