@@ -148,6 +148,8 @@ def test_a_killed_exports_staging_folder_is_swept_by_the_next(tmp_path):
         while not (out.is_dir() and _staging(out)):
             assert proc.poll() is None and time.monotonic() < deadline, "the export ended before it staged"
             time.sleep(0.005)
+        time.sleep(0.2)  # mid-build (the ONNX export and parity run take a second or more), not mid-mkdir
+        assert proc.poll() is None, "the export ended before it was killed"
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.wait(timeout=60)

@@ -33,7 +33,7 @@ def test_a_foreign_folder_is_refused_as_store_and_left_intact(tmp_path):
     token.chmod(0o600)
     env = {k: v for k, v in os.environ.items() if k != "DEPLOYKIT_DEBUG"}
     done = subprocess.run([sys.executable, "-m", "deploykit", "agent", "serve", "--port", "0", "--store", str(repo),
-                           "--token-file", str(token)], capture_output=True, text=True, timeout=120, env=env)
+                           "--token-file", str(token)], capture_output=True, text=True, timeout=60, env=env)
     assert done.returncode == 2 and "not an agent store" in done.stderr, done.stderr
     assert {str(p.relative_to(repo)): p.read_text() for p in repo.rglob("*") if p.is_file()} == files
 
