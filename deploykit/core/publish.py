@@ -82,9 +82,9 @@ def check_output_file(path: Path, suffix: str, option: str = "--out") -> Path:
     if os.path.isdir(path):
         raise DeployKitError(f"{option} {path} is a folder", fix=f"give a file name, e.g. {path / ('out' + suffix)}")
     if path.suffix != suffix:
-        raise DeployKitError(f"{option} {path}: deploykit writes {suffix} files here, and a {path.suffix or 'name'} "
-                             f"without {suffix} would be read as another format",
-                             fix=f"name it {path.with_suffix(suffix).name}")
+        raise DeployKitError(f"{option} {path}: the file holds {suffix} data, and a name ending in "
+                             f"{path.suffix or '(no suffix)'} makes every loader, deploykit's own included, read it "
+                             "as another format", fix=f"name it {path.with_suffix(suffix).name}")
     ensure_output_dir(path.parent)
     return path
 
@@ -100,7 +100,7 @@ def check_replaceable(final: Path) -> None:
         kind = "folder" if final.is_dir() and not final.is_symlink() else "file"
         raise DeployKitError(f"{final} exists and is not a deploykit artifact (no manifest beside it names it); "
                              f"refusing to replace the {kind}",
-                             fix=f"move it away, or export into another folder with --out")
+                             fix="move it away, or export into another folder with --out")
 
 
 def publish_artifact(staged: Path, final: Path, manifest: Manifest) -> None:
