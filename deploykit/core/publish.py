@@ -75,6 +75,27 @@ def ensure_output_dir(path: Path) -> Path:
     return path
 
 
+def check_output_dir(path: Path) -> Path:
+    """What `ensure_output_dir` would refuse, found without creating anything (so a failed export leaves no
+    empty folder): a file on the way, an unwritable parent, a name longer than the file system takes."""
+    path = Path(path)
+    existing = path
+    while not os.path.lexists(existing) and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise DeployKitError(f"the output folder {path} is a file" if existing == path else
+                             f"the output folder {path} lies under {existing}, which is a file",
+                             fix="pass a folder (or a new name) to --out")
+    limit = os.pathconf(existing, "PC_NAME_MAX") if hasattr(os, "pathconf") else 255
+    if any(len(part.encode()) > limit for part in path.relative_to(existing).parts):
+        raise DeployKitError(f"cannot write in {path}: File name too long (over {limit} bytes)",
+                             fix="choose a writable output folder (--out) with a shorter path")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise DeployKitError(f"the output folder {existing} is not writable",
+                             fix="choose a folder you can write in (--out), or fix its permissions")
+    return path
+
+
 def check_output_file(path: Path, suffix: str, option: str = "--out") -> Path:
     """`path` as a file deploykit can write, of the format its suffix promises, or one error saying why not
     (a `.pth` would hold safetensors bytes that every loader, deploykit's own included, reads as a pickle)."""
@@ -173,4 +194,4 @@ def _unwritable(path: Path, exc: OSError) -> DeployKitError:
                           fix="choose a writable output folder (--out) with a shorter path")
 
 
-__all__ = ["check_output_file", "check_replaceable", "ensure_output_dir", "publish_artifact", "staging_dir", "sweep_staging"]
+__all__ = ["check_output_dir", "check_output_file", "check_replaceable", "ensure_output_dir", "publish_artifact", "staging_dir", "sweep_staging"]

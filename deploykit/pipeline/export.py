@@ -11,7 +11,8 @@ import torch
 from deploykit import zoo
 from deploykit.core.errors import DeployKitError
 from deploykit.core.manifest import Manifest
-from deploykit.core.publish import check_replaceable, ensure_output_dir, publish_artifact, staging_dir
+from deploykit.core.publish import (check_output_dir, check_replaceable, ensure_output_dir, publish_artifact,
+                                    staging_dir)
 from deploykit.core.preprocess import Preprocess
 from deploykit.passes.runner import run_passes
 from deploykit.pipeline.targets import ExportContext, TargetBuild, check_options, get_target
@@ -80,8 +81,8 @@ def export(request: ExportRequest) -> ExportOutcome:
     target = get_target(request.target)
     check_options(target, request.options)
     _check_model_source(request)
-    final = Path(request.out_dir) / target.file_name(request.name, request.options)
-    check_replaceable(final)  # before the work, not after it (and again when publishing)
+    final = check_output_dir(request.out_dir) / target.file_name(request.name, request.options)
+    check_replaceable(final)  # both before the work, not after it (and again when publishing)
     preprocess = _preprocess(request)
     loaded = build_float_model(request)
     model, weights_sha = loaded.model, loaded.sha256
