@@ -38,9 +38,26 @@ def test_a_foreign_folder_is_refused_as_store_and_left_intact(tmp_path):
     assert {str(p.relative_to(repo)): p.read_text() for p in repo.rglob("*") if p.is_file()} == files
 
 
+def _any_size_onnx(path):
+    """1x1 conv, global pool: runs at any input size (so the pre-fix agent really measured what it took)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("GlobalAveragePool", ["c"], ["p"]),
+         helper.make_node("Flatten", ["p"], ["y"])], "any-size",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])],
+        [numpy_helper.from_array(np.ones((2, 3, 1, 1), np.float32), "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
 @pytest.fixture(scope="module")
 def model(served, tmp_path_factory) -> str:
-    path = write_tiny_onnx(tmp_path_factory.mktemp("tiny") / "tiny.onnx")
+    path = _any_size_onnx(tmp_path_factory.mktemp("any") / "any.onnx")
     with served.client() as client:
         return client.load(client.ensure_artifact(path), {"runtime": "onnxruntime", "threads": 1})["model"]
 
