@@ -71,10 +71,11 @@ def profile(
 
 def _warn_layouts(artifacts: list[Path], devices: list) -> None:
     """Before the long measurement: an int8 file about to run on a runtime it was not laid out for."""
-    from deploykit.pipeline.profile import layout_mismatch, read_manifest
+    from deploykit.core.manifest import verified_manifest
+    from deploykit.pipeline.profile import layout_mismatch
 
     for path in artifacts:
-        manifest = read_manifest(Path(path)) if Path(path).exists() else None
+        manifest = verified_manifest(Path(path)) if Path(path).exists() else None
         for spec in devices:
             for note in layout_mismatch(manifest, spec):
                 err_console.print(f"[yellow]warning:[/] {Path(path).name} on {spec.name}: {note}", highlight=False)

@@ -25,7 +25,7 @@ from deploykit.core.compare import compare_outputs
 from deploykit.core.devices import Device
 from deploykit.core.errors import DeployKitError
 from deploykit.core.fsutil import sha256_file
-from deploykit.core.manifest import Manifest, manifest_path
+from deploykit.core.manifest import Manifest, verified_manifest
 from deploykit.core.preprocess import Preprocess
 from deploykit.data.datasets import open_dataset
 from deploykit.data.loader import batches as data_batches
@@ -132,7 +132,7 @@ def _load_artifacts(paths: list[Path], device: Device, progress: Progress,
     candidates = []
     for i, (path, name) in enumerate(zip(paths, names)):
         progress(f"loading {name}", i, len(paths))
-        manifest = read_manifest(path)
+        manifest = verified_manifest(path)  # refuses an artifact its manifest does not describe
         runnable, load_s = runner.load(path, device)
         load_ms = 1e3 * load_s
         preprocess = _artifact_preprocess(path, manifest, runnable)
@@ -169,16 +169,6 @@ def unique_names(paths: list[Path]) -> list[str]:
         depth += 1
 
 
-def read_manifest(path: Path) -> Manifest | None:
-    file = manifest_path(path)
-    if not file.is_file():
-        return None
-    try:
-        return Manifest.read(file)
-    except (ValueError, TypeError, KeyError) as exc:
-        raise DeployKitError(f"cannot read {file}: {exc}", fix="re-export the artifact") from exc
-
-
 def _artifact_preprocess(path: Path, manifest: Manifest | None, runnable) -> Preprocess:
     if manifest is not None:
         return Preprocess.from_dict(manifest.preprocess)
@@ -186,7 +176,12 @@ def _artifact_preprocess(path: Path, manifest: Manifest | None, runnable) -> Pre
     if session is None:
         raise DeployKitError(f"{path} has no manifest, so its preprocessing is unknown",
                              fix="profile artifacts exported by deploykit (the manifest sits beside them)")
-    return options_preprocess(PreprocessOptions(), list(session.get_inputs()[0].shape))
+    try:
+        return options_preprocess(PreprocessOptions(), list(session.get_inputs()[0].shape))
+    except DeployKitError as exc:  # its fix names eval's --size, an option profile does not have
+        raise DeployKitError(f"{path} has no manifest and {exc.message}",
+                             fix="profile an artifact exported by deploykit (its manifest records the input "
+                                 "size), or give the graph a static square input shape") from None
 
 
 def _size(path: Path) -> int:
