@@ -5,14 +5,16 @@ the Pareto front per device, and every row.
     python scripts/bench_sweep.py recipes/sweeps/resnet_cifar.yaml --workers 1,2
     python scripts/bench_sweep.py recipes/sweeps/efficientnet_lite0_resolution.yaml --workers 2
 
-Each run starts from an empty cache folder (`--scratch/wN`), so it builds and evaluates everything; the
-last run's results and HTML report go to `--out`. The runs' accuracies are compared row by row (the same
-artifacts must score the same whatever the worker count).
+Each run starts from an empty cache folder (`--scratch/SPEC/wN`), so it builds and evaluates everything;
+each run's results.json is kept beside it (`wN.json`), the last run's results and HTML report go to
+`--out`. The runs' accuracies are compared row by row (the same artifacts must score the same whatever the
+worker count). `--render` rewrites the section from the kept results without running anything.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -23,11 +25,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from deploykit.pipeline.cache import PipelineCache  # noqa: E402
 from deploykit.pipeline.sweep_plan import make_sweep_plan  # noqa: E402
 from deploykit.pipeline.sweep_report import document, profile_report, write_outputs  # noqa: E402
-from deploykit.pipeline.sweep_results import collect, fronts  # noqa: E402
+from deploykit.pipeline.sweep_results import SweepRow, collect, fronts  # noqa: E402
 from deploykit.pipeline.sweep_run import run_sweep  # noqa: E402
 from deploykit.pipeline.sweep_spec import load_sweep  # noqa: E402
 from deploykit.profile.environment import environment  # noqa: E402
 from scripts.bench_md import machine, update_section  # noqa: E402
+
+UNSTABLE = 0.10  # the profile's own bound on the spread between timing rounds (pipeline.profile)
 
 
 def run_once(spec_path: Path, workers: int, cache_dir: Path) -> tuple[dict, list, object]:
@@ -40,6 +44,7 @@ def run_once(spec_path: Path, workers: int, cache_dir: Path) -> tuple[dict, list
     doc = document(outcome, rows)
     doc["load_average"] = {"before": round(before, 2), "after": round(os.getloadavg()[0], 2)}
     print(f"workers {workers}: {outcome.seconds:.1f} s, build+eval {outcome.build_eval_seconds:.1f} s")
+    (cache_dir.parent / f"w{workers}.json").write_text(json.dumps(doc, indent=2, default=str) + "\n")
     return doc, rows, outcome
 
 
@@ -67,15 +72,24 @@ def section(spec_path: Path, runs: list[tuple[int, dict]], rows: list, command: 
     for device, front in fronts(rows).items():
         members = ", ".join(f"{r.trial} ({100 * r.top1:.2f} %, {r.latency_ms:.3g} ms)" for r in front)
         lines.append(f"- **{device}**: {members or 'none'}")
-    lines += ["", "| trial | device | top-1 | Δ vs float | latency ms | × anchor | MMACs | MB | front |",
-              "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    measured = [r for r in rows if r.spread is not None]
+    unstable = [r for r in measured if r.spread > UNSTABLE]
+    loads = [r.load_average for r in measured]
+    lines += ["", f"Timing quality: {len(unstable)} of {len(measured)} latency measurements were unstable (the "
+                  f"medians of their timing rounds differ by more than {UNSTABLE:.0%}; median spread "
+                  f"{sorted(r.spread for r in measured)[len(measured) // 2]:.0%}), load average "
+                  f"{min(loads):.1f}-{max(loads):.1f} while measuring on 2 cores: the absolute milliseconds are the "
+                  "busy machine's, and multi-threaded fp32 inference slowed far more than its MACs would say. "
+                  "Accuracy is unaffected by load (identical across runs).",
+              "", "| trial | device | top-1 | Δ vs float | latency ms | raw p50 ms | × anchor | spread | MMACs | MB | front |",
+              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         if r.status != "ok":
-            lines.append(f"| {r.trial} | {r.device} | {r.status}: {r.reason[:80]} | | | | | | |")
+            lines.append(f"| {r.trial} | {r.device} | {r.status}: {r.reason[:90]} | | | | | | | | |")
             continue
         lines.append(f"| {r.trial} | {r.device} | {100 * r.top1:.2f} | {-100 * (r.top1_drop or 0):+.2f} | "
-                     f"{r.latency_ms:.3g} | {r.vs_anchor or 1:.2f} | {(r.macs or 0) / 1e6:.1f} | "
-                     f"{(r.size_bytes or 0) / 1e6:.2f} | {'★' if r.pareto else ''} |")
+                     f"{r.latency_ms:.3g} | {r.p50_ms:.3g} | {r.vs_anchor or 1:.2f} | {r.spread or 0:.0%} | "
+                     f"{(r.macs or 0) / 1e6:.1f} | {(r.size_bytes or 0) / 1e6:.2f} | {'★' if r.pareto else ''} |")
     return "\n".join(lines)
 
 
@@ -93,19 +107,32 @@ def main() -> None:
     parser.add_argument("--scratch", type=Path, default=Path("/tmp/deploykit-bench-sweep"))
     parser.add_argument("--out", type=Path, default=None, help="results of the last run (default sweep-NAME/)")
     parser.add_argument("--md", type=Path, default=Path(__file__).resolve().parents[1] / "BENCHMARKS.md")
+    parser.add_argument("--render", action="store_true", help="rewrite the section from the kept wN.json files")
     args = parser.parse_args()
+    counts = [int(w) for w in args.workers.split(",")]
+    kept = args.scratch / Path(args.spec).stem
+    if args.render:
+        runs = [(w, json.loads((kept / f"w{w}.json").read_text())) for w in counts]
+        rows = [SweepRow(**row) for row in runs[-1][1]["rows"]]
+    else:
+        runs, rows = _run_all(args, counts, kept)
+    command = f"python scripts/bench_sweep.py {args.spec} --workers {args.workers}"
+    update_section(args.md, f"sweep-{runs[-1][1]['name']}", section(args.spec, runs, rows, command))
+    print(f"wrote the sweep-{runs[-1][1]['name']} section of {args.md}")
+
+
+def _run_all(args, counts: list[int], kept: Path) -> tuple[list, list]:
     runs, rows, outcome = [], [], None
-    for workers in [int(w) for w in args.workers.split(",")]:
-        doc, rows, outcome = run_once(args.spec, workers, args.scratch / Path(args.spec).stem / f"w{workers}")
+    for workers in counts:
+        doc, rows, outcome = run_once(args.spec, workers, kept / f"w{workers}")
         runs.append((workers, doc))
     doc = runs[-1][1]
     devices = {name: d.to_dict() for name, d in outcome.plan.devices.items()}
     report = profile_report(doc, rows, devices, environment(threads=next(iter(outcome.plan.devices.values())).threads))
     out = args.out or Path(f"sweep-{doc['name']}")
     write_outputs(out, doc, rows, report)
-    command = f"python scripts/bench_sweep.py {args.spec} --workers {args.workers}"
-    update_section(args.md, f"sweep-{doc['name']}", section(args.spec, runs, rows, command))
-    print(f"wrote {out}/ and the sweep-{doc['name']} section of {args.md}")
+    print(f"wrote {out}/")
+    return runs, rows
 
 
 if __name__ == "__main__":

@@ -46,7 +46,8 @@ def write_spec(folder: Path, axes: str = "precision: [fp32, int8]") -> Path:
 
 def environment(home: Path) -> dict:
     """A private HOME (Ray writes its token there) and no inherited debug or cache settings."""
-    env = {k: v for k, v in os.environ.items() if k not in ("DEPLOYKIT_DEBUG", "DEPLOYKIT_PIPELINE_CACHE")}
+    drop = ("DEPLOYKIT_DEBUG", "DEPLOYKIT_PIPELINE_CACHE", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_ADDRESS")
+    env = {k: v for k, v in os.environ.items() if k not in drop}
     home.mkdir(parents=True, exist_ok=True)
     return {**env, "HOME": str(home), "RAY_USAGE_STATS_ENABLED": "0"}
 

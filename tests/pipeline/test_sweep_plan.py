@@ -118,3 +118,24 @@ def test_front_is_drawn_on_anchored_latency_and_excludes_failed_rows():
 def test_sweep_modules_stay_small():
     for path in (Path(project_root()) / "deploykit").rglob("sweep*.py"):
         assert len(path.read_text().splitlines()) <= 300, path
+
+
+def test_without_ray_the_error_names_the_extra(monkeypatch):
+    import sys
+
+    from deploykit.pipeline.sweep_ray import start
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
+    monkeypatch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # start() sets it: restored afterwards
+    with pytest.raises(DeployKitError, match="ray is not installed") as info:
+        start({}, workers=1)
+    assert info.value.fix == 'pip install "deploykit[sweep]"'
+
+
+def test_workers_and_address_exclude_each_other():
+    from deploykit.pipeline.sweep_ray import start
+
+    with pytest.raises(DeployKitError, match="--workers caps the CPUs of the in-process Ray"):
+        start({}, address="auto", workers=2)
+    with pytest.raises(DeployKitError, match="at least one"):
+        start({}, workers=0)
