@@ -55,7 +55,8 @@ def section(spec_path: Path, runs: list[tuple[int, dict]], rows: list, command: 
              f"Regenerate: `{command}`. Machine: {machine()}, a shared 2-core machine (other jobs ran too: "
              f"see the load averages). Spec: `{spec_path}`; {s['trials']} trials, {s['rows']} rows "
              f"(trial x device): {s['ok']} ok, {s['failed']} failed, {s['invalid']} invalid. Evaluation: "
-             f"{last['data']}. Each run started from an empty cache (everything built and evaluated).", "",
+             f"{last['data']}, {max(r.n for r in rows)} images per row. Each run started from an empty cache "
+             "(everything built and evaluated).", "",
              "| Ray workers (in-process) | build+eval wall s | total wall s | load average before → after |",
              "|---:|---:|---:|---|"]
     for workers, doc in runs:
@@ -80,7 +81,7 @@ def section(spec_path: Path, runs: list[tuple[int, dict]], rows: list, command: 
                   f"{sorted(r.spread for r in measured)[len(measured) // 2]:.0%}), load average "
                   f"{min(loads):.1f}-{max(loads):.1f} while measuring on 2 cores: the absolute milliseconds are the "
                   "busy machine's, and multi-threaded fp32 inference slowed far more than its MACs would say. "
-                  "Accuracy is unaffected by load (identical across runs).",
+                  "Accuracy does not depend on the load.",
               "", "| trial | device | top-1 | Δ vs float | latency ms | raw p50 ms | × anchor | spread | MMACs | MB | front |",
               "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
