@@ -70,6 +70,7 @@ def _register_commands() -> None:
     from deploykit.cli import run_cmd  # noqa: F401 - `run` and `check`
     from deploykit.cli import profile_cmd  # noqa: F401
     from deploykit.cli import agent_cmd  # noqa: F401 - `agent serve`
+    from deploykit.cli import sweep_cmd  # noqa: F401 - `sweep`
 
 
 def main() -> None:

@@ -44,13 +44,17 @@ def _section(report: ProfileReport, device: str) -> str:
     points, skipped = plot_points(rows, batch, metric)
     columns = human_columns()
     header = "".join(f'<th class="{_align(c.key)}">{escape(c.title)}</th>' for c in columns)
-    body = "\n".join(_table_row(row, lat, columns) for row, lat in flat_rows(report, device))
+    front = {p.name for p in points if p.frontier}
+    body = "\n".join(_table_row(row, lat, columns, row.name in front and lat.batch == batch)
+                     for row, lat in flat_rows(report, device))
     notes = [f"{row.name}: {note}" for row in rows for note in row.notes]
     notes += [f"not plotted: {name} ({why})" for name, why in skipped]
     notes_html = ('<ul class="notes">' + "".join(f"<li>{escape(n)}</li>" for n in notes) + "</ul>") if notes else ""
     what = "top-1 accuracy" if metric == "top1" else "top-1 agreement with the float original"
+    members = ", ".join(p.name for p in sorted((p for p in points if p.frontier), key=lambda p: p.latency_ms))
     caption = (f"{what} against median latency at batch {batch} on {device}; the dashed line and filled points "
-               f"are the Pareto frontier (nothing else is both faster and at least as accurate).")
+               f"are the Pareto frontier (nothing else is both faster and at least as accurate), marked ★ in "
+               f"the table: {members or 'none'}.")
     return SECTION.substitute(anchor=escape(device), device=escape(device),
                               description=escape(device_line(report, device)),
                               plot=svg_plot(points, batch=batch, metric=metric, title=device),
@@ -61,13 +65,15 @@ def _align(key: str) -> str:
     return "text" if key in TEXT_COLUMNS else "num"
 
 
-def _table_row(row: ProfileRow, lat, columns) -> str:
+def _table_row(row: ProfileRow, lat, columns, on_front: bool = False) -> str:
     cells = []
     for column in columns:
         text = cell_text(column, row, lat)
+        text = f"★ {text}" if on_front and column.key == "name" else text
         classes = _align(column.key) + (" na" if text.startswith("n/a") else "")
         cells.append(f'<td class="{classes}">{escape(text)}</td>')
-    return f'<tr class="{escape(row.role)}">{"".join(cells)}</tr>'
+    kind = escape(row.role) + (" frontier" if on_front else "")
+    return f'<tr class="{kind}">{"".join(cells)}</tr>'
 
 
 def _plot_batch(rows: list[ProfileRow]) -> int:

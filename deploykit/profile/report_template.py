@@ -20,6 +20,7 @@ th, td { border-bottom: 1px solid var(--line); padding: 4px 8px; text-align: rig
 th { background: #f3f5f8; position: sticky; top: 0; }
 td.text, th.text { text-align: left; }
 tr.float-original td { background: #fbf7f2; }
+tr.frontier td { font-weight: 600; }
 td.na { color: var(--muted); }
 svg text { font: 12px system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; fill: var(--ink); }
 svg .axis { stroke: var(--ink); stroke-width: 1; }

@@ -240,6 +240,7 @@ def test_sensitivity_ranks_the_layer_whose_rounding_hurts_most_first(tmp_path):
     ({"int8": True, "calib": Path("x"), "calib_method": "kl"}, "invalid --calib-method kl"),
     ({"int8": True, "calib": Path("x"), "per_channel": "yes"}, "invalid --per-channel yes"),
     ({"int8": True, "calib": Path("x"), "accuracy_budget": -1.0}, "negative"),
+    ({"int8": True, "calib": Path("x"), "require_faster": True, "time_on_device": False}, "require_faster needs"),
 ])
 def test_option_mistakes_are_one_message(options, message):
     with pytest.raises(DeployKitError, match=message):

@@ -25,7 +25,7 @@ from deploykit.core.fsutil import sha256_file
 from deploykit.pipeline.targets.base import ExportContext, TargetBuild
 
 INT8_OPTIONS = ("int8", "calib", "calib_size", "calib_split", "calib_method", "per_channel", "accuracy_budget",
-                "device", "require_faster")
+                "device", "require_faster", "time_on_device")
 METHOD_CHOICES = ("auto", "minmax", "entropy", "percentile")
 PER_CHANNEL_CHOICES = ("auto", "on", "off")
 DEFAULT_BUDGET = 1.0  # top-1 points (agreement points without labels)
@@ -42,6 +42,9 @@ class Int8Options:
     accuracy_budget: float = DEFAULT_BUDGET
     device: str | None = None  # the device the layout is made for and int8 is timed on
     require_faster: bool = False
+    # False: lay out for `device` but do not time there now (a sweep times every artifact through the one
+    # measuring actor of each device, so that two measurements never share a device)
+    time_on_device: bool = True
 
 
 def wants_int8(options: dict) -> bool:
@@ -61,6 +64,9 @@ def int8_options(options: dict) -> Int8Options:
     _require(opts.per_channel in PER_CHANNEL_CHOICES, f"--per-channel {opts.per_channel}", PER_CHANNEL_CHOICES)
     if opts.accuracy_budget < 0:
         raise DeployKitError(f"--accuracy-budget {opts.accuracy_budget} is negative", fix="e.g. --accuracy-budget 0.5")
+    if opts.require_faster and not opts.time_on_device:
+        raise DeployKitError("require_faster needs the int8 build to time int8 on its device",
+                             fix="drop require_faster, or drop time_on_device: false")
     return opts
 
 
@@ -114,7 +120,8 @@ def build_int8(ctx: ExportContext, staged: Path, export_float: FloatExport, *, l
         record["float_onnx"] = {"sha256": sha256_file(work / "float.onnx"),
                                 "size_bytes": (work / "float.onnx").stat().st_size}
         build = _finish(ctx, staged, float_build, holdout, record, choice, opts)
-        if device is None:
+        if device is None or not opts.time_on_device:
+            untimed = untimed if device is None else "time_on_device: false (the caller times it, as a sweep does)"
             build.details["int8"]["speed"] = {"measured": False, "reason": untimed}
             build.messages.append(f"int8 speed not measured here: {untimed}")
         else:
