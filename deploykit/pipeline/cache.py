@@ -103,14 +103,15 @@ class PipelineCache:
 
     # --- measurements -----------------------------------------------------------------------------
 
-    def measurement(self, key: str) -> dict | None:
+    def measurement(self, key: str, valid: Callable[[object], bool] | None = None) -> dict | None:
         """The stored measurement, or None when absent or not one (a damaged or hand-edited file, `{}`, is
-        measured again and overwritten, never served)."""
+        measured again and overwritten, never served). `valid` says what a record of the caller's kind
+        looks like (default: a `deploykit run` measurement)."""
         try:
             data = json.loads((self.root / "measurements" / f"{key}.json").read_text())
         except (OSError, ValueError):
             return None
-        return data if _is_measurement(data) else None
+        return data if (valid or _is_measurement)(data) else None
 
     def logits(self, key: str) -> np.ndarray | None:
         path = self.root / "measurements" / f"{key}.npy"

@@ -181,7 +181,7 @@ def _reference(plan: SweepPlan, job: BuildJob) -> Reference:
                        "num_classes": recipe.num_classes, "input_size": recipe.input_size,
                        "weights_sha256": job.plan.weights_sha256, "data": plan.data.key(), "tools": plan.tools})
     return Reference(key, recipe.model, job.plan.weights, recipe.input_size, recipe.num_classes,
-                     plan.cache.measurement(key) is not None)
+                     cached_record(plan.cache, key) is not None)
 
 
 def _anchor(plan: SweepPlan, device: str) -> str | None:
@@ -200,9 +200,9 @@ def _with_keys(plan: SweepPlan, cell: Cell) -> Cell:
     anchor_sha = anchor.step.cached.sha256 if anchor is not None and anchor.step.cached is not None else None
     measure_key = latency_key(plan, job.step.cached.sha256, anchor_sha, cell.device) \
         if anchor_sha is not None else None
-    return Cell(**{**cell.__dict__, "eval_key": eval_key, "eval_reused": plan.cache.measurement(eval_key) is not None,
-                   "measure_key": measure_key,
-                   "measure_reused": measure_key is not None and plan.cache.measurement(measure_key) is not None})
+    return Cell(**{**cell.__dict__, "eval_key": eval_key,
+                   "eval_reused": cached_record(plan.cache, eval_key) is not None, "measure_key": measure_key,
+                   "measure_reused": measure_key is not None and cached_record(plan.cache, measure_key) is not None})
 
 
 def evaluation_key(plan: SweepPlan, artifact_sha: str, device: str, reference_key: str) -> str:
@@ -227,3 +227,16 @@ def latency_batch(plan: SweepPlan, device: str) -> int:
 
 __all__ = ["BuildJob", "Cell", "EvalData", "Reference", "SweepPlan", "evaluation_key", "latency_key",
            "make_sweep_plan"]
+
+
+def cached_record(cache: PipelineCache, key: str) -> dict | None:
+    """A sweep's cached evaluation or latency record (None when absent or damaged: then it is redone)."""
+    return cache.measurement(key, is_sweep_record)
+
+
+def is_sweep_record(data: object) -> bool:
+    """Every record a sweep stores names where it was made and holds a top-1 or a p50, as a number."""
+    if not isinstance(data, dict) or "node_id" not in data:
+        return False
+    number = (int, float)
+    return any(isinstance(data.get(k), number) and not isinstance(data.get(k), bool) for k in ("top1", "p50_ms"))

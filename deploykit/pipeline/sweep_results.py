@@ -13,7 +13,7 @@ import statistics
 from dataclasses import asdict, dataclass, fields
 
 from deploykit.pipeline.check import Measurement, judge
-from deploykit.pipeline.sweep_plan import Cell
+from deploykit.pipeline.sweep_plan import Cell, cached_record
 from deploykit.pipeline.sweep_run import SweepOutcome, reference_label, retries
 from deploykit.profile.report_html import Point, pareto
 
@@ -96,7 +96,7 @@ def _row(outcome: SweepOutcome, cell: Cell, trial) -> SweepRow:
 
 
 def _cached(outcome: SweepOutcome, key: str | None) -> dict:
-    value = outcome.plan.cache.measurement(key) if key else None
+    value = cached_record(outcome.plan.cache, key) if key else None
     return value or {}
 
 

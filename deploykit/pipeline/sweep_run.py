@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from deploykit.pipeline.sweep_plan import BuildJob, Cell, SweepPlan, evaluation_key, latency_batch, latency_key
+from deploykit.pipeline.sweep_plan import (BuildJob, Cell, SweepPlan, cached_record, evaluation_key, latency_batch,
+                                           latency_key)
 from deploykit.pipeline.sweep_ray import RayContext, start, stop
 from deploykit.pipeline.sweep_work import (EvalJob, LatencyJob, ReferenceJob, build_artifact, evaluate_artifact,
                                            evaluate_reference)
@@ -111,8 +112,8 @@ class _Scheduler:
 
     def _submit_cell(self, cell: Cell, build: dict) -> None:
         key = evaluation_key(self.plan, build["sha256"], cell.device, cell.reference)
-        if self.plan.cache.measurement(key) is not None:
-            self.out.evaluations[(cell.trial, cell.device)] = {"ok": True, **self.plan.cache.measurement(key),
+        if cached_record(self.plan.cache, key) is not None:
+            self.out.evaluations[(cell.trial, cell.device)] = {"ok": True, **cached_record(self.plan.cache, key),
                                                               "reused": True}
         else:
             device = self.plan.devices[cell.device]
@@ -134,7 +135,7 @@ class _Scheduler:
         anchor_build = self.out.builds.get(anchor) if anchor else None
         anchor_ok = anchor_build is not None and anchor_build["ok"]
         key = latency_key(self.plan, build["sha256"], anchor_build["sha256"] if anchor_ok else None, cell.device)
-        cached = self.plan.cache.measurement(key)
+        cached = cached_record(self.plan.cache, key)
         if cached is not None:
             self.out.latencies[(cell.trial, cell.device)] = {"ok": True, **cached, "reused": True}
             self._maybe_done(cell)

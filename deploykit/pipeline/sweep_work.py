@@ -20,7 +20,7 @@ from deploykit.core.devices import Device
 from deploykit.core.errors import DeployKitError
 from deploykit.pipeline.cache import PipelineCache
 from deploykit.pipeline.plan import Plan
-from deploykit.pipeline.sweep_plan import EvalData
+from deploykit.pipeline.sweep_plan import EvalData, cached_record
 
 EVAL_BATCH = 32
 
@@ -113,7 +113,7 @@ def predict_all(predict, data: EvalData, preprocess) -> tuple[np.ndarray, np.nda
 def evaluate_reference(job: ReferenceJob) -> dict:
     """The float training form in PyTorch on the evaluation images: top-1 and its logits (cached)."""
     cache = PipelineCache(job.cache_root)
-    cached = cache.measurement(job.key)
+    cached = cached_record(cache, job.key)
     if cached is not None and cache.logits(job.key) is not None:
         return {"ok": True, **cached, "computed": False}
     try:
@@ -143,7 +143,7 @@ def evaluate_artifact(job: EvalJob, runner=None) -> dict:
     SQNR against the float reference on the same images (cached). `runner`: the device's agent for a
     remote device; here, with the task's own thread count, for a local one."""
     cache = PipelineCache(job.cache_root)
-    cached = cache.measurement(job.key)
+    cached = cached_record(cache, job.key)
     if cached is not None:
         return {"ok": True, **cached, "computed": False}
     reference = cache.logits(job.reference_key)
@@ -201,7 +201,7 @@ def measure_latency(job: LatencyJob, runner) -> dict:
     """p50 of the artifact timed in alternating blocks beside the device's anchor artifact (the ratio of the
     two holds when the shared machine's load moves both), on the device through `runner` (cached)."""
     cache = PipelineCache(job.cache_root)
-    cached = cache.measurement(job.key)
+    cached = cached_record(cache, job.key)
     if cached is not None:
         return {"ok": True, **cached, "computed": False}
     try:
