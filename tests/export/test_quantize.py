@@ -348,3 +348,24 @@ def test_only_the_adapter_imports_the_ort_quantizer():
     users = sorted(str(p.relative_to(package)) for p in package.rglob("*.py")
                    if "onnxruntime.quantization" in p.read_text())
     assert users == ["export/calibrate.py", "export/qdq_layout.py", "export/quantize.py"]
+
+
+def test_the_plain_candidate_stays_unless_the_held_out_slice_can_tell():
+    """Within one held-out image of each other candidates are noise: minmax/per-channel (ORT's default)
+    stays; a candidate that saves an image, or fits a budget the plain one breaks, replaces it."""
+    from deploykit.pipeline.targets.int8_search import Score, pick
+
+    def candidate(method, per_channel, loss, agreement=0.98, sqnr=25.0):
+        comparison = compare_outputs(np.eye(4), np.eye(4), "int8")
+        comparison = type(comparison)(**{**comparison.__dict__, "top1_agreement": agreement, "sqnr_db": sqnr})
+        return Score(QuantizeConfig(method, per_channel), comparison, 0.8, loss)
+
+    plain = candidate("minmax", True, 0.0, agreement=0.97)
+    sharper = candidate("percentile", True, 0.0, agreement=1.0, sqnr=28.0)
+    assert pick([plain, sharper], holdout_images=171, budget=1.0) is plain  # a tie the slice cannot break
+    better = candidate("entropy", True, -0.1)
+    worse_plain = candidate("minmax", True, 1.2)
+    assert pick([worse_plain, better], holdout_images=171, budget=1.0) is better  # the plain one breaks the budget
+    saves_two = candidate("entropy", True, 0.0)
+    loses_two = candidate("minmax", True, 1.0)
+    assert pick([loses_two, saves_two], holdout_images=200, budget=5.0) is saves_two  # two images fewer lost

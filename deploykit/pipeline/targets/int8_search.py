@@ -137,12 +137,28 @@ def choose(space: SearchSpace, float_path: Path, quantizer_for, holdout: Holdout
     readiness = check_weight_ranges(model)
     search = _Search(quantizer_for(prepared), holdout, work, threads, stage)
     candidates = search.candidates(space.methods, space.granularity(readiness.per_tensor_safe))
-    choice = Choice(max(candidates, key=Score.key), candidates, readiness)
+    choice = Choice(pick(candidates, len(holdout.images), space.budget), candidates, readiness)
     if not choice.best.fits(space.budget):
         stage("sensitivity")
         choice.best, choice.kept, choice.ranking = search.fit_budget(choice.best, space.budget, prepared,
                                                                      layer_names(model))
     return choice
+
+
+def pick(candidates: list[Score], holdout_images: int, budget: float) -> Score:
+    """The best candidate, where the held-out images can tell: another configuration replaces the plain one
+    (minmax, per-channel: what ONNX Runtime's quantizer does by default) only when it fits the budget and
+    the plain one does not, or when it loses at least one held-out image fewer. Between candidates within
+    one image of each other the slice cannot rank (measured on resnet56_cifar: the held-out favourite was
+    the worst of six on the 10,000 test images, by 0.17 points), so the choice stays the plain one."""
+    best = max(candidates, key=Score.key)
+    plain = next((c for c in candidates if c.config.method == "minmax" and c.config.per_channel), None)
+    if plain is None or plain is best:
+        return best
+    one_image = 100.0 / holdout_images
+    if plain.fits(budget) and max(plain.loss_points, 0.0) - max(best.loss_points, 0.0) < one_image - 1e-9:
+        return plain
+    return best
 
 
 class _Search:
