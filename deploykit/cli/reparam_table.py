@@ -36,7 +36,7 @@ def _folded_table(blocks: list[dict]) -> Table:
         table.add_column(column)
     for block in blocks:
         err = block["max_rel_err"]
-        kernel = "x".join(map(str, block["kernel"]))
+        kernel = "x".join(map(str, block["kernel"])) or "linear"
         table.add_row(escape(block["where"]), " + ".join(block["branches"]), kernel,
                       "-" if err is None else f"{err:.1e}", block["via"])
     return table

@@ -1,4 +1,6 @@
-"""Fold BatchNorm into the Conv/Linear that feeds it, found in the traced graph."""
+"""Fold BatchNorm into the Conv/Linear that feeds it (or the Linear it feeds), found in the traced graph.
+
+A norm is recognised by what it computes (`canonical.plain_batchnorm`), not by its exact class."""
 
 from __future__ import annotations
 
@@ -9,11 +11,11 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from deploykit.passes.fold import fold_bn_into
+from deploykit.passes.canonical import plain_batchnorm
+from deploykit.passes.fold import affine_before_linear, bn_affine, fold_bn_into
 from deploykit.passes.registry import register_pass
 
-_FOLDABLE = {nn.Conv1d: nn.BatchNorm1d, nn.Conv2d: nn.BatchNorm2d, nn.Conv3d: nn.BatchNorm3d,
-             nn.Linear: nn.BatchNorm1d}
+_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)  # a norm after them folds into weight and bias
 
 
 @dataclass(frozen=True)
@@ -49,18 +51,38 @@ def _fold_in_place(module: nn.Module) -> nn.Module:
     return graph_module
 
 
-def fold_bn_pairs(gm: fx.GraphModule) -> int:
-    """Fold every foldable pair in place; the number folded (0: `gm` untouched)."""
+def bn_pairs(gm: fx.GraphModule) -> dict[fx.Node, tuple[fx.Node, str]]:
+    """Every foldable pair: BN node -> (its layer's node, "after" for layer -> BN, "before" for BN -> Linear)."""
     modules = dict(gm.named_modules())
-    folded = 0
-    for node in list(gm.graph.nodes):
-        layer_node = _foldable_producer(node, modules)
-        if layer_node is None:
+    pairs = {}
+    for node in gm.graph.nodes:
+        layer = _foldable_producer(node, modules)
+        if layer is not None:
+            pairs[node] = (layer, "after")
+        elif _is_bn(node, modules) and len(node.users) == 1:
+            user = next(iter(node.users))
+            if _is_layer(user, modules, (nn.Linear,)) and user.args[0] is node:
+                pairs[node] = (user, "before")
+    return pairs
+
+
+def fold_bn_pairs(gm: fx.GraphModule, verdicts: dict | None = None) -> int:
+    """Fold every foldable pair in place; the number folded (0: `gm` untouched). With `verdicts` (BN node
+    -> whether folding it kept the pair's output on the probe), only pairs that passed are folded, and a
+    BN before a Linear (exact only when the norm's channels are the Linear's features) is folded too."""
+    folded, modules = 0, dict(gm.named_modules())
+    for bn_node, (layer_node, where) in bn_pairs(gm).items():
+        passed = verdicts is None or verdicts.get(bn_node) is True
+        if not passed or (where == "before" and verdicts is None):
             continue
-        layer, bn = modules[layer_node.target], modules[node.target]
-        _replace_module(gm, layer_node.target, _folded_layer(layer, bn))
-        node.replace_all_uses_with(layer_node)
-        gm.graph.erase_node(node)
+        layer, bn = modules[layer_node.target], modules[bn_node.target]
+        modules[layer_node.target] = folded_pair(layer, bn, where)  # a Linear may take a norm on each side
+        _replace_module(gm, layer_node.target, modules[layer_node.target])
+        if where == "after":
+            bn_node.replace_all_uses_with(layer_node)
+        else:
+            layer_node.replace_input_with(bn_node, bn_node.args[0])
+        gm.graph.erase_node(bn_node)
         folded += 1
     if folded:
         gm.graph.lint()
@@ -69,23 +91,35 @@ def fold_bn_pairs(gm: fx.GraphModule) -> int:
     return folded
 
 
+def _is_bn(node: fx.Node, modules: dict) -> bool:
+    return (node.op == "call_module" and plain_batchnorm(modules[node.target]) and len(node.args) == 1
+            and isinstance(node.args[0], fx.Node) and not node.kwargs)
+
+
+def _is_layer(node, modules: dict, types: tuple) -> bool:
+    return (isinstance(node, fx.Node) and node.op == "call_module" and type(modules[node.target]) in types
+            and len(node.args) == 1 and not node.kwargs)
+
+
 def _foldable_producer(node: fx.Node, modules: dict) -> fx.Node | None:
     """The conv/linear node feeding BN `node` if the pair may be folded (the layer has no other user)."""
-    if node.op != "call_module" or not node.args or not isinstance(node.args[0], fx.Node):
+    if not _is_bn(node, modules):
         return None
     src = node.args[0]
-    if src.op != "call_module" or len(src.users) != 1:
+    if not _is_layer(src, modules, _LAYERS) or len(src.users) != 1:
         return None
-    bn, layer = modules[node.target], modules[src.target]
-    expected = _FOLDABLE.get(type(layer))
-    return src if expected is not None and type(bn) is expected and bn.track_running_stats else None
+    return src
 
 
-def _folded_layer(layer: nn.Module, bn: nn.Module) -> nn.Module:
-    weight, bias = fold_bn_into(layer.weight, layer.bias, bn)
+def folded_pair(layer: nn.Module, bn: nn.Module, where: str = "after") -> nn.Module:
+    """`layer` with `bn` folded in: after it (conv/linear -> BN) or before it (BN -> linear)."""
+    if where == "after":
+        weight, bias = fold_bn_into(layer.weight, layer.bias, bn)
+    else:
+        weight, bias = affine_before_linear(layer.weight, layer.bias, *bn_affine(bn))
     new = copy.deepcopy(layer)
     if new.bias is None:
-        new.bias = nn.Parameter(torch.empty(bias.shape, dtype=new.weight.dtype))
+        new.bias = nn.Parameter(torch.empty(bias.shape, dtype=new.weight.dtype, device=new.weight.device))
     with torch.no_grad():
         new.weight.copy_(weight)  # copy_ casts the float64 fold back to the layer's dtype
         new.bias.copy_(bias)

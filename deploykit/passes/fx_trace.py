@@ -71,11 +71,12 @@ def clone_tensors(value):
 
 class Recorder(fx.Interpreter):
     """One run of a traced graph that keeps copies of the values of `keep` nodes, whether `watch` nodes
-    produced tensors, and the first arguments each leaf target in `leaves` was called with."""
+    produced tensors, and the first arguments each leaf target in `leaves` was called with; `observer`
+    (node, args, result) sees every node as it runs."""
 
-    def __init__(self, gm: fx.GraphModule, *, keep: set, watch: set, leaves: list[str]) -> None:
+    def __init__(self, gm: fx.GraphModule, *, keep: set, watch: set, leaves: list[str], observer=None) -> None:
         super().__init__(gm)
-        self.keep, self.watch, self.leaves = keep, watch, set(leaves)
+        self.keep, self.watch, self.leaves, self.observer = keep, watch, set(leaves), observer
         self.values: dict[fx.Node, object] = {}
         self.is_tensor: dict[fx.Node, bool] = {}
         self.leaf_args: dict[str, tuple] = {}
@@ -86,6 +87,8 @@ class Recorder(fx.Interpreter):
             if not kwargs:  # a leaf is re-run positionally when it is folded on its own
                 self.leaf_args[n.target] = clone_tensors(args)
         result = super().run_node(n)
+        if self.observer is not None:
+            self.observer(n, self.fetch_args_kwargs_from_env(n)[0], result)
         if n in self.keep:
             self.values[n] = clone_tensors(result)
         if n in self.watch:
@@ -124,3 +127,19 @@ def capture_child_inputs(module: nn.Module, args: tuple) -> dict[str, tuple]:
         for handle in handles:
             handle.remove()
     return captured
+
+
+@torch.no_grad()
+def node_ranks(gm: fx.GraphModule, args: tuple) -> dict[fx.Node, int]:
+    """The rank of every tensor the graph computes on `args` (one forward)."""
+    ranks: dict[fx.Node, int] = {}
+
+    class _Ranks(fx.Interpreter):
+        def run_node(self, n: fx.Node):
+            result = super().run_node(n)
+            if isinstance(result, torch.Tensor):
+                ranks[n] = result.dim()
+            return result
+
+    _Ranks(gm).run(*args)
+    return ranks
