@@ -74,13 +74,20 @@ def _judge_top(node: fx.Node, modules: dict, gm: fx.GraphModule, cache: dict) ->
     sum inside it is judged on its own."""
     expanded: set = set()
     terms = _terms(node, None, gm, cache, root=node, expanded=expanded)
-    if sum(isinstance(t, fx.Node) for t, _ in terms) < 2:
-        return []  # x + 3: a shift, not a sum of branches
+    terms = [(t, c) for t, c in terms if not _is_zero(t)]
+    if sum(isinstance(t, fx.Node) and constant_value(t, gm, cache) is None for t, _ in terms) < 2:
+        return []  # x + 3, or attention scores + a stored bias: a shift, not a sum of branches
     outcome = _block(node, terms, modules)
     if isinstance(outcome, Candidate):
         return [outcome]
     inner = [f for s in _inner_sums(node, expanded, gm, cache) for f in _judge_top(s, modules, gm, cache)]
+    if outcome.unfolded:  # the parts' reasons are this one's: report it once
+        inner = [f for f in inner if isinstance(f, Candidate)]
     return [outcome, *inner]
+
+
+def _is_zero(term) -> bool:
+    return isinstance(term, (int, float)) and not isinstance(term, bool) and term == 0
 
 
 def _inner_sums(node: fx.Node, expanded: set, gm: fx.GraphModule, cache: dict):
@@ -169,9 +176,7 @@ def _block(root: fx.Node, terms: list, modules: dict) -> Candidate | Left:
     """The candidate rooted at `root`, or why there is none."""
     branches = []
     for term, coef in terms:
-        if not isinstance(term, fx.Node):
-            if term == 0:
-                continue  # builtin sum() starts from 0
+        if not isinstance(term, fx.Node) or constant_value(term, term.graph.owning_module, {}) is not None:
             return Left(root, "add", "a constant term in the sum", unfolded=False)
         branches.append(_branch(term, modules, coef))
     inputs = {b.input for b in branches}

@@ -243,11 +243,18 @@ def constant_value(value, gm: fx.GraphModule, cache: dict):
     if value.op == "get_attr":
         result = fetch_attr(gm, value.target)
     elif value.op in ("call_function", "call_method") and not str(value.target).endswith("_") \
-            and any(isinstance(a, fx.Node) for a in (*value.args, *value.kwargs.values())):
-        args = [constant_value(a, gm, cache) for a in value.args]
-        kwargs = {k: constant_value(v, gm, cache) for k, v in value.kwargs.items()}
-        if all(a is not None for a in args) and all(v is not None for v in kwargs.values()):
-            result = _evaluate(value, args, kwargs)
+            and value.all_input_nodes:
+        missing = []
+
+        def value_of(node: fx.Node):
+            found = constant_value(node, gm, cache)
+            if found is None:
+                missing.append(node)
+            return found
+
+        args, kwargs = fx.node.map_arg(value.args, value_of), fx.node.map_arg(value.kwargs, value_of)
+        if not missing:
+            result = _evaluate(value, list(args), dict(kwargs))
     cache[value] = result
     return result
 

@@ -16,6 +16,8 @@ from deploykit.passes.fold import affine_before_linear, bn_affine, fold_bn_into
 from deploykit.passes.registry import register_pass
 
 _LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)  # a norm after them folds into weight and bias
+_RESHAPES = {"flatten", "reshape", "view"}
+_SHAPE_ONLY = {"reshape_as", "view_as", "expand_as"}
 
 
 @dataclass(frozen=True)
@@ -79,7 +81,7 @@ def fold_bn_pairs(gm: fx.GraphModule, verdicts: dict | None = None) -> int:
         modules[layer_node.target] = folded_pair(layer, bn, where)  # a Linear may take a norm on each side
         _replace_module(gm, layer_node.target, modules[layer_node.target])
         if where == "after":
-            bn_node.replace_all_uses_with(layer_node)
+            bn_node.replace_all_uses_with(bn_node.args[0])  # the layer, or the reshape of it
         else:
             layer_node.replace_input_with(bn_node, bn_node.args[0])
         gm.graph.erase_node(bn_node)
@@ -102,13 +104,24 @@ def _is_layer(node, modules: dict, types: tuple) -> bool:
 
 
 def _foldable_producer(node: fx.Node, modules: dict) -> fx.Node | None:
-    """The conv/linear node feeding BN `node` if the pair may be folded (the layer has no other user)."""
+    """The conv/linear node feeding BN `node` if the pair may be folded (nothing else reads the layer's
+    values). A Linear may reach its norm through a reshape that merges leading dims (LeViT's
+    `bn(linear(x).flatten(0, 1))`): its features stay the last dim; the probe check confirms it."""
     if not _is_bn(node, modules):
         return None
     src = node.args[0]
-    if not _is_layer(src, modules, _LAYERS) or len(src.users) != 1:
+    if (isinstance(src, fx.Node) and src.op == "call_method" and src.target in _RESHAPES
+            and len(src.users) == 1 and _is_layer(src.args[0], modules, (nn.Linear,))):
+        src = src.args[0]
+    if not _is_layer(src, modules, _LAYERS) or len(value_users(src)) != 1:
         return None
     return src
+
+
+def value_users(node: fx.Node) -> list[fx.Node]:
+    """The users that read `node`'s values (not only its shape, as `y.reshape_as(node)` does)."""
+    return [u for u in node.users if not (u.op == "call_method" and u.target in _SHAPE_ONLY
+                                          and len(u.args) > 1 and u.args[0] is not node)]
 
 
 def folded_pair(layer: nn.Module, bn: nn.Module, where: str = "after") -> nn.Module:

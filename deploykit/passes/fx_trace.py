@@ -8,6 +8,8 @@ import torch.fx as fx
 from torch import nn
 from torch.utils._pytree import tree_map
 
+from deploykit.passes.canonical import plain_batchnorm
+
 _STANDARD = fx.Tracer()  # torch's own rule: torch.nn layers are leaves, Sequential is traced through
 
 
@@ -23,7 +25,7 @@ class _LeafTracer(fx.Tracer):
         self.opaque = opaque
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        return super().is_leaf_module(m, module_qualified_name) or id(m) in self.opaque
+        return super().is_leaf_module(m, module_qualified_name) or id(m) in self.opaque or plain_batchnorm(m)
 
 
 def untraceable(root: nn.Module) -> set[int]:

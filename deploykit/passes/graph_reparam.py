@@ -44,8 +44,9 @@ def reparam_graph(module: nn.Module, args: tuple, path: str, report: ReparamRepo
     report.conv_bn_folded += pairs
     report.left += _stray_batchnorms(gm, path, verdicts)
     result = gm if fused or pairs else module  # unchanged: keep the user's class and its methods
+    present = dict(result.named_modules())
     for target in leaves:
-        if target in run.leaf_args:
+        if target in run.leaf_args and target in present:  # a leaf norm may have been folded away
             leaf = result.get_submodule(target)
             result.set_submodule(target, reparam_graph(leaf, run.leaf_args[target], join(path, target), report))
     return result

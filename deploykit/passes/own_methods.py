@@ -49,12 +49,26 @@ def refold_block(block: nn.Module, io: tuple | None, name: str, check) -> tuple[
     try:
         folded = apply_own_method(copy.deepcopy(block)).eval()  # in place: never on the original
     except Exception as exc:  # noqa: BLE001 - the model's own code: report its failure, keep the block
-        return None, LeftAlone(where(name), "own-method", f"{method}() raised {type(exc).__name__}: {exc}")
+        return None, LeftAlone(where(name), "own-method", f"{method}() raised {type(exc).__name__}: {exc}",
+                               unfolded=False)  # the place itself is reported by the generic path
     verdict = None if io is None else check(folded, *io)
     if verdict is not None and not verdict:
         return None, LeftAlone(where(name), "own-method", f"{method}() changed the block's output: "
-                                                           f"{verdict.summary()}")
+                                                           f"{verdict.summary()}", unfolded=False)
     convs = [m for m in folded.modules() if isinstance(m, nn.Conv2d)]
     kernel = tuple(convs[0].kernel_size) if len(convs) == 1 else ()
     error = None if verdict is None else verdict.max_rel_err
     return folded, FoldedBlock(where(name), (f"{method}()",), kernel, error, "own-method")
+
+
+def without_own_methods(model: nn.Module) -> tuple[nn.Module, int]:
+    """A copy whose modules no longer offer an own fold method (each set to None on the instance), and
+    how many modules offered one: what "only the generic path can fold" means in comparisons."""
+    model = copy.deepcopy(model)
+    offering = 0
+    for module in model.modules():
+        names = [name for name in OWN_METHODS if callable(getattr(module, name, None))]
+        for name in names:
+            setattr(module, name, None)
+        offering += bool(names)
+    return model, offering
