@@ -241,7 +241,7 @@ def constant_value(value, gm: fx.GraphModule, cache: dict):
         return cache[value]
     result = None
     if value.op == "get_attr":
-        result = fetch_attr(gm, value.target)
+        result = fetch_attr(gm, value.target, None)
     elif value.op in ("call_function", "call_method") and not str(value.target).endswith("_") \
             and value.all_input_nodes:
         missing = []
@@ -269,9 +269,14 @@ def _evaluate(node: fx.Node, args: list, kwargs: dict):
         return None
 
 
-def fetch_attr(gm: nn.Module, target: str):
+_RAISE = object()
+
+
+def fetch_attr(gm: nn.Module, target: str, default=_RAISE):
     value = gm
     for part in target.split("."):
+        if default is not _RAISE and not hasattr(value, part):
+            return default
         value = getattr(value, part)
     return value
 

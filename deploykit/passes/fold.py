@@ -36,13 +36,19 @@ def affine_into(weight: torch.Tensor, bias: torch.Tensor | None, scale: torch.Te
     return folded_w.detach(), (bias * scale + shift).detach()
 
 
-def affine_before_linear(weight: torch.Tensor, bias: torch.Tensor | None, scale: torch.Tensor,
-                         shift: torch.Tensor) -> Kernel:
-    """Weight/bias of a Linear whose input is first mapped by x -> scale * x + shift per feature:
-    W (s x + t) + b = (W s) x + (W t + b)."""
+def affine_before(weight: torch.Tensor, bias: torch.Tensor | None, scale: torch.Tensor, shift: torch.Tensor,
+                  groups: int = 1) -> Kernel:
+    """Weight/bias of a Linear or unpadded conv whose input is first mapped by x -> scale * x + shift per
+    input channel: W (s x + t) + b = (W s) x + (sum of W t + b). (With zero padding a conv would see the
+    shift inside the image and 0 on its border: only unpadded convs fold this way.)"""
     w = weight.double()
-    bias = torch.zeros(w.shape[0], dtype=torch.float64, device=w.device) if bias is None else bias.double()
-    return (w * scale.reshape(1, -1)).detach(), (w @ shift + bias).detach()
+    out_channels, per_group = w.shape[0], w.shape[1]
+    spatial = (1,) * (w.dim() - 2)
+    s = scale.double().reshape(groups, per_group).repeat_interleave(out_channels // groups, dim=0)
+    t = shift.double().reshape(groups, per_group).repeat_interleave(out_channels // groups, dim=0)
+    bias = torch.zeros(out_channels, dtype=torch.float64, device=w.device) if bias is None else bias.double()
+    folded_b = bias + (w * t.reshape(*t.shape, *spatial)).flatten(1).sum(1)
+    return (w * s.reshape(*s.shape, *spatial)).detach(), folded_b.detach()
 
 
 def fold_bn_into(weight: torch.Tensor, bias: torch.Tensor | None, bn: nn.Module) -> Kernel:
@@ -259,7 +265,7 @@ def _linear_kernel(branch: nn.Module) -> Kernel:
     bias = torch.zeros(weight.shape[0], dtype=torch.float64, device=weight.device) if bias is None \
         else bias.detach().double()
     if layers[0] is not linear:
-        return affine_before_linear(weight, bias, *bn_affine(layers[0]))
+        return affine_before(weight, bias, *bn_affine(layers[0]))
     if len(layers) == 2:
         return affine_into(weight, bias, *bn_affine(layers[1]))
     return weight, bias

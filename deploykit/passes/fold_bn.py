@@ -1,4 +1,5 @@
-"""Fold BatchNorm into the Conv/Linear that feeds it (or the Linear it feeds), found in the traced graph.
+"""Fold BatchNorm into the Conv/Linear that feeds it (or the Linear / unpadded conv it feeds), found in
+the traced graph.
 
 A norm is recognised by what it computes (`canonical.plain_batchnorm`), not by its exact class."""
 
@@ -7,12 +8,11 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
-import torch
 import torch.fx as fx
 from torch import nn
 
 from deploykit.passes.canonical import plain_batchnorm
-from deploykit.passes.fold import affine_before_linear, bn_affine, fold_bn_into
+from deploykit.passes.fold import affine_before, bn_affine, fold_bn_into
 from deploykit.passes.registry import register_pass
 
 _LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)  # a norm after them folds into weight and bias
@@ -63,22 +63,27 @@ def bn_pairs(gm: fx.GraphModule) -> dict[fx.Node, tuple[fx.Node, str]]:
             pairs[node] = (layer, "after")
         elif _is_bn(node, modules) and len(node.users) == 1:
             user = next(iter(node.users))
-            if _is_layer(user, modules, (nn.Linear,)) and user.args[0] is node:
+            if _takes_norm_before(user, modules) and user.args[0] is node:
                 pairs[node] = (user, "before")
     return pairs
 
 
-def fold_bn_pairs(gm: fx.GraphModule, verdicts: dict | None = None) -> int:
+def fold_bn_pairs(gm: fx.GraphModule, verdicts: dict | None = None, folded_layers: dict | None = None) -> int:
     """Fold every foldable pair in place; the number folded (0: `gm` untouched). With `verdicts` (BN node
     -> whether folding it kept the pair's output on the probe), only pairs that passed are folded, and a
-    BN before a Linear (exact only when the norm's channels are the Linear's features) is folded too."""
+    BN before a Linear (exact only when the norm's channels are the Linear's features) is folded too.
+    `folded_layers` (BN node -> the folded layer the check ran) spares computing a fold twice."""
+    folded_layers = folded_layers or {}
     folded, modules = 0, dict(gm.named_modules())
     for bn_node, (layer_node, where) in bn_pairs(gm).items():
         passed = verdicts is None or verdicts.get(bn_node) is True
         if not passed or (where == "before" and verdicts is None):
             continue
         layer, bn = modules[layer_node.target], modules[bn_node.target]
-        modules[layer_node.target] = folded_pair(layer, bn, where)  # a Linear may take a norm on each side
+        cached = folded_layers.get(bn_node)
+        if cached is None or cached[0] is not layer:  # a Linear may take a norm on each side: fold the new one
+            cached = (layer, folded_pair(layer, bn, where))
+        modules[layer_node.target] = cached[1]
         _replace_module(gm, layer_node.target, modules[layer_node.target])
         if where == "after":
             bn_node.replace_all_uses_with(bn_node.args[0])  # the layer, or the reshape of it
@@ -91,6 +96,16 @@ def fold_bn_pairs(gm: fx.GraphModule, verdicts: dict | None = None) -> int:
         gm.recompile()
         gm.delete_all_unused_submodules()
     return folded
+
+
+def _takes_norm_before(node, modules: dict) -> bool:
+    """A Linear, or a conv without padding (NextViT's BN -> 1x1 conv): a norm before it folds into it."""
+    if _is_layer(node, modules, (nn.Linear,)):
+        return True
+    if not _is_layer(node, modules, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+        return False
+    padding = modules[node.target].padding
+    return padding == "valid" or (not isinstance(padding, str) and not any(padding))
 
 
 def _is_bn(node: fx.Node, modules: dict) -> bool:
@@ -125,17 +140,17 @@ def value_users(node: fx.Node) -> list[fx.Node]:
 
 
 def folded_pair(layer: nn.Module, bn: nn.Module, where: str = "after") -> nn.Module:
-    """`layer` with `bn` folded in: after it (conv/linear -> BN) or before it (BN -> linear)."""
+    """`layer` with `bn` folded in: after it (conv/linear -> BN) or before it (BN -> linear). A shallow
+    copy with new weight and bias (a deepcopy per pair costs more than the fold)."""
     if where == "after":
         weight, bias = fold_bn_into(layer.weight, layer.bias, bn)
     else:
-        weight, bias = affine_before_linear(layer.weight, layer.bias, *bn_affine(bn))
-    new = copy.deepcopy(layer)
-    if new.bias is None:
-        new.bias = nn.Parameter(torch.empty(bias.shape, dtype=new.weight.dtype, device=new.weight.device))
-    with torch.no_grad():
-        new.weight.copy_(weight)  # copy_ casts the float64 fold back to the layer's dtype
-        new.bias.copy_(bias)
+        weight, bias = affine_before(layer.weight, layer.bias, *bn_affine(bn), getattr(layer, "groups", 1))
+    new = copy.copy(layer)
+    new._parameters = dict(layer._parameters)
+    dtype = layer.weight.dtype  # the float64 fold cast back to the layer's dtype
+    new.weight = nn.Parameter(weight.to(dtype), requires_grad=layer.weight.requires_grad)
+    new.bias = nn.Parameter(bias.to(dtype), requires_grad=layer.weight.requires_grad)
     return new
 
 

@@ -61,9 +61,11 @@ def trace_with_leaves(module: nn.Module) -> tuple[fx.GraphModule, list[str]] | N
 def _trace(module: nn.Module, opaque: set[int]) -> tuple[_LeafTracer, fx.Graph] | None:
     tracer = _LeafTracer(opaque)
     try:
-        return tracer, tracer.trace(module)
+        graph = tracer.trace(module)
+        graph.lint()  # a module that caches tensors across calls can leak another trace's nodes into this one
     except Exception:  # noqa: BLE001
         return None
+    return tracer, graph
 
 
 def clone_tensors(value):

@@ -40,7 +40,7 @@ def reparam_graph(module: nn.Module, args: tuple, path: str, report: ReparamRepo
     fused = _fold_blocks(gm, candidates, run, path, report)
     report.left += [_left(x, path) for x in left if run.is_tensor.get(x.node, False)]
     verdicts = {**checks.verdicts, **_check_new_pairs(gm, checks, run, fused)}
-    pairs = fold_bn_pairs(gm, {bn: v is True for bn, v in verdicts.items()})
+    pairs = fold_bn_pairs(gm, {bn: v is True for bn, v in verdicts.items()}, checks.folded)
     report.conv_bn_folded += pairs
     report.left += _stray_batchnorms(gm, path, verdicts)
     result = gm if fused or pairs else module  # unchanged: keep the user's class and its methods

@@ -8,10 +8,14 @@ from dataclasses import dataclass
 
 import torch
 import torch.fx as fx
+from torch import nn
 
 from deploykit.passes.canonical import constant_value
 
 _MUL = {operator.mul, torch.mul}
+_LINEAR_MODULES = (nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._BatchNorm, nn.Identity,
+                   nn.modules.pooling._AvgPoolNd, nn.modules.pooling._AdaptiveAvgPoolNd, nn.Flatten,
+                   nn.modules.dropout._DropoutNd, nn.ZeroPad2d, nn.Upsample, nn.PixelShuffle, nn.PixelUnshuffle)
 _CAT = {torch.cat, torch.concat}
 NONLINEAR = {"relu", "relu6", "gelu", "silu", "sigmoid", "hardswish", "hardsigmoid", "tanh", "leaky_relu",
              "elu", "mish", "softplus", "prelu", "hardtanh", "selu", "celu", "leakyrelu", "softmax", "swish",
@@ -37,6 +41,10 @@ def describe(node: fx.Node, gm: fx.GraphModule | None = None) -> str:
 
 
 def _is_nonlinear(node: fx.Node) -> bool:
+    """Known non-linear, or a module fx could not look into (an opaque attention block may be anything)."""
+    if node.op == "call_module":
+        module = node.graph.owning_module.get_submodule(node.target)
+        return not isinstance(module, _LINEAR_MODULES)
     name = describe(node, node.graph.owning_module).lower().rstrip("_")
     if name in ("mul", "div", "truediv"):  # by a stored constant it is a scale, not a non-linearity
         return all(isinstance(a, fx.Node) and a.op != "get_attr" for a in node.args[:2])
