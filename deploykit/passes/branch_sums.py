@@ -17,7 +17,8 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from deploykit.passes.canonical import constant_value, plain_batchnorm
+from deploykit.passes.canonical import plain_batchnorm
+from deploykit.passes.constants import constant_value
 from deploykit.passes.reparam_report import branch_kind
 from deploykit.passes.sum_reasons import Left, apart_left, deeper_left, is_mul, other_structure
 

@@ -17,6 +17,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
+from deploykit.passes.constants import constant_value, fetch_attr
 from deploykit.passes.reparam_report import join
 
 _BatchNorm = nn.modules.batchnorm._BatchNorm
@@ -231,54 +232,6 @@ def _per_channel_size(scale: torch.Tensor, shift: torch.Tensor, rank: int | None
         sizes.add(full[1])
     sizes.discard(1)
     return sizes.pop() if len(sizes) == 1 else None  # all scalars: no channel count to build a norm of
-
-
-def constant_value(value, gm: fx.GraphModule, cache: dict):
-    """The value of `value` when it is computed from stored tensors and literals alone, else None."""
-    if not isinstance(value, fx.Node):
-        return value
-    if value in cache:
-        return cache[value]
-    result = None
-    if value.op == "get_attr":
-        result = fetch_attr(gm, value.target, None)
-    elif value.op in ("call_function", "call_method") and not str(value.target).endswith("_") \
-            and value.all_input_nodes:
-        missing = []
-
-        def value_of(node: fx.Node):
-            found = constant_value(node, gm, cache)
-            if found is None:
-                missing.append(node)
-            return found
-
-        args, kwargs = fx.node.map_arg(value.args, value_of), fx.node.map_arg(value.kwargs, value_of)
-        if not missing:
-            result = _evaluate(value, list(args), dict(kwargs))
-    cache[value] = result
-    return result
-
-
-@torch.no_grad()
-def _evaluate(node: fx.Node, args: list, kwargs: dict):
-    try:
-        if node.op == "call_method":
-            return getattr(args[0], node.target)(*args[1:], **kwargs)
-        return node.target(*args, **kwargs)
-    except Exception:  # noqa: BLE001 - not evaluable here: treat as computed
-        return None
-
-
-_RAISE = object()
-
-
-def fetch_attr(gm: nn.Module, target: str, default=_RAISE):
-    value = gm
-    for part in target.split("."):
-        if default is not _RAISE and not hasattr(value, part):
-            return default
-        value = getattr(value, part)
-    return value
 
 
 def free_name(gm: nn.Module, name: str) -> str:

@@ -35,7 +35,7 @@ def untraceable(root: nn.Module) -> set[int]:
     children already known as leaves: one bad child does not make the whole parent opaque."""
     opaque: set[int] = set()
     for module in reversed(list(root.modules())[1:]):
-        if is_standard_leaf(module):
+        if is_standard_leaf(module) or plain_batchnorm(module):  # a norm is a layer: nothing to fold inside
             continue
         try:
             _LeafTracer(opaque).trace(module)

@@ -10,7 +10,7 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from deploykit.passes.canonical import constant_value
+from deploykit.passes.constants import constant_value
 
 _MUL = {operator.mul, torch.mul}
 _LINEAR_MODULES = (nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._BatchNorm, nn.Identity,
