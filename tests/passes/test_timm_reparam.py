@@ -106,6 +106,38 @@ def test_sync_batchnorm_in_eval_folds():
     assert _rel_err(model, deployed, x) <= 1e-5
 
 
+def test_fastvit_repmixer_is_one_linear_combination():
+    """FastViT's `x + gamma * (mixer(x) - norm(x))`, each of mixer/norm itself a branch sum: one conv."""
+    from timm.models.fastvit import RepMixer
+
+    torch.manual_seed(0)
+    block = RepMixer(8, kernel_size=3, layer_scale_init_value=0.5)
+    with torch.no_grad():
+        block.layer_scale.gamma.uniform_(0.2, 1.5)  # per-channel, not the init constant
+    block = randomize_bn(block, seed=3).eval()
+    masked, _ = without_own_methods(block)
+    x = torch.randn(2, 8, 12, 12)
+    deployed, report = reparameterize_with_report(masked, x[:1])
+    assert _count(deployed, nn.Conv2d) == 1 and _count(deployed, _BN) == 0 and len(report.blocks) == 1
+    # x, then gamma * (the mixer's identity BN, 1x1 and 3x3 conv-BN) and -gamma * (the norm's BN)
+    assert sorted(report.blocks[0].branches) == ["bn*scale", "bn*scale", "conv1x1+bn*scale", "conv3x3+bn*scale",
+                                                 "identity"]
+    assert _rel_err(block, deployed, x) <= 1e-5
+
+
+def test_repvit_distillation_head_is_one_linear():
+    """`(head(x) + head_dist(x)) / 2` of two BN -> Linear heads: one Linear, no norm (timm's fuse does it too)."""
+    from timm.models.repvit import RepVitClassifier
+
+    torch.manual_seed(0)
+    head = randomize_bn(RepVitClassifier(16, 10, distillation=True), seed=4).eval()
+    x = torch.randn(3, 16)
+    deployed, report = reparameterize_with_report(without_own_methods(head)[0], x[:1])
+    assert _count(deployed, nn.Linear) == 1 and _count(deployed, _BN) == 0
+    assert report.blocks[0].branches == ("bn+linear*scale", "bn+linear*scale") and not report.unfolded
+    assert _rel_err(head, deployed, x) <= 1e-5
+
+
 # --- a model's own method: a fallback, checked like every fold -------------------------------------------
 
 def _pool_net(**block) -> nn.Module:
