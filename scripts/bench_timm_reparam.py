@@ -71,6 +71,16 @@ def measure_bn_statistics(model: torch.nn.Module, images: torch.Tensor) -> None:
     model.eval()
 
 
+def norms_left(model: torch.nn.Module) -> int:
+    """BatchNorms the PyTorch model still computes: norm layers, plus functional batch_norm calls in a graph
+    (the ONNX exporter folds Conv+BN by itself, so ONNX counts alone hide what a model leaves)."""
+    layers = sum(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    graph = getattr(model, "graph", None)
+    calls = 0 if graph is None else sum(n.op == "call_function" and "batch_norm" in getattr(n.target, "__name__", "")
+                                        for n in graph.nodes)
+    return layers + calls
+
+
 def bench_model(name: str, *, runs: int, tmp: Path) -> dict:
     from timm.utils.model import reparameterize_model
 
@@ -91,6 +101,7 @@ def bench_model(name: str, *, runs: int, tmp: Path) -> dict:
     for key, form in forms.items():
         export_onnx(form, held_out[:1], paths[key])
     counts = {k: count_ops(p) for k, p in paths.items()}
+    torch_norms = {k: norms_left(forms[k]) for k in ("timm", "deploykit")}
     sessions = {k: OrtModel(paths[k], threads=2) for k in ("timm", "deploykit")}
     x = held_out[:1].numpy()
     latency = measure_side_by_side({k: (lambda s=s: s.run(x)) for k, s in sessions.items()}, runs=runs)
@@ -99,6 +110,7 @@ def bench_model(name: str, *, runs: int, tmp: Path) -> dict:
             "conv": {k: c.get("Conv", 0) for k, c in counts.items()},
             "bn": {k: c.get("BatchNormalization", 0) for k, c in counts.items()},
             "errors": errors, "blocks": report["blocks_folded"], "pairs": report["conv_bn_folded"],
+            "torch_norms": torch_norms, "same_ops": counts["timm"] == counts["deploykit"],
             "unfolded": report["unfolded"], "pass_seconds": round(seconds, 1),
             "p50_ms": {k: v.p50_ms for k, v in latency.items()}}
 
@@ -123,22 +135,29 @@ def render(rows: list[dict], runs: int) -> str:
         "(TorchScript exporter + onnxsim); **deploykit** = reparameterize + fold_bn with every "
         "`fuse`/`reparameterize`/`switch_to_deploy` removed from the model (only the generic path folds); "
         "error = max |Δ| / max |ref| against the training form on 16 other real images (fp32 tolerance "
-        "1e-4); latency = ORT p50 of the two deployed graphs timed side by side, 2 threads.",
+        "1e-4); BN in PyTorch = norm layers and functional batch_norm calls the deployed PyTorch model still "
+        "runs (the ONNX exporter folds Conv+BN itself, so ONNX counts hide them); same ops = identical ONNX op "
+        "histograms of the two deployed graphs; latency = ORT p50 of the two deployed graphs timed side by "
+        "side in alternating blocks, 2 threads (ratio = deploykit / timm; with identical graphs it shows the "
+        "machine's noise).",
         "",
-        "| model | own fold method | Conv: train → timm → deploykit | BN: train → timm → deploykit "
-        "| unfolded (sums / BNs) | error timm | error deploykit | ORT ms timm / deploykit | ratio |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| model | own fold method | ONNX Conv: train → timm → deploykit | ONNX BN: train → timm → deploykit "
+        "| BN in PyTorch: timm / deploykit | unfolded (sums / BNs) | error timm | error deploykit | same ops "
+        "| ORT ms timm / deploykit | ratio |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         if "failed" in r:
-            lines.append(f"| {r['name']} | | failed: {r['failed']} | | | | | | |")
+            lines.append(f"| {r['name']} | | failed: {r['failed']} | | | | | | | | |")
             continue
         c, b, p = r["conv"], r["bn"], r["p50_ms"]
         lines.append(
             f"| {r['name']} | {'yes' if r['own_method_modules'] else 'no'} "
             f"| {c['train']} → {c['timm']} → **{c['deploykit']}** | {b['train']} → {b['timm']} → **{b['deploykit']}** "
+            f"| {r['torch_norms']['timm']} / **{r['torch_norms']['deploykit']}** "
             f"| {r['unfolded']['sums']} / {r['unfolded']['norms']} | {r['errors']['timm']:.1e} "
-            f"| {r['errors']['deploykit']:.1e} | {p['timm']:.2f} / {p['deploykit']:.2f} "
+            f"| {r['errors']['deploykit']:.1e} | {'yes' if r['same_ops'] else 'no'} "
+            f"| {p['timm']:.2f} / {p['deploykit']:.2f} "
             f"| {p['deploykit'] / p['timm']:.2f} |")
     return "\n".join(lines) + "\n"
 
@@ -147,7 +166,8 @@ def write_coverage(rows: list[dict]) -> None:
     """What `deploykit models --source timm` lists: the measured rows, with the timm version."""
     import timm
 
-    keep = [{k: r[k] for k in ("name", "own_method_modules", "conv", "bn", "unfolded", "errors") if k in r}
+    keep = [{k: r[k] for k in ("name", "own_method_modules", "conv", "bn", "torch_norms", "unfolded", "errors")
+             if k in r}
             | ({"failed": r["failed"]} if "failed" in r else {}) for r in rows]
     COVERAGE.write_text(json.dumps({"timm": timm.__version__, "script": "scripts/bench_timm_reparam.py",
                                     "models": keep}, indent=1) + "\n")

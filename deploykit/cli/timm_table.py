@@ -23,8 +23,8 @@ def print_timm_coverage() -> None:
     data = json.loads(COVERAGE.read_text())
     table = Table(title="timm models: deploykit's generic reparameterize (own fold methods removed) vs timm's own",
                   box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True, caption_justify="left")
-    for header in ("model", "own fold\nmethod", "Conv train→timm→deploykit", "BN train→timm→deploykit",
-                   "unfolded\nsums/BNs", "max rel\nerror"):
+    for header in ("model", "own fold\nmethod", "ONNX Conv\ntrain→timm→deploykit", "ONNX BN\ntrain→timm→deploykit",
+                   "BN in PyTorch\ntimm/deploykit", "unfolded\nsums/BNs", "max rel\nerror"):
         table.add_column(header, no_wrap=True)
     for row in data["models"]:
         table.add_row(*_cells(row))
@@ -37,13 +37,14 @@ def print_timm_coverage() -> None:
 
 def _cells(row: dict) -> list[str]:
     if "failed" in row:
-        return [f"timm/{row['name']}", "", f"[red]failed[/]: {row['failed']}", "", "", ""]
+        return [f"timm/{row['name']}", "", f"[red]failed[/]: {row['failed']}", "", "", "", ""]
     conv, bn, unfolded = row["conv"], row["bn"], row["unfolded"]
     at_most = conv["deploykit"] <= conv["timm"] and bn["deploykit"] <= bn["timm"]
     colour = "green" if at_most else "yellow"
     return [f"timm/{row['name']}", "yes" if row["own_method_modules"] else "no",
             f"{conv['train']} → {conv['timm']} → [{colour}]{conv['deploykit']}[/]",
             f"{bn['train']} → {bn['timm']} → [{colour}]{bn['deploykit']}[/]",
+            f"{row['torch_norms']['timm']} / {row['torch_norms']['deploykit']}",
             f"{unfolded['sums']} / {unfolded['norms']}", f"{row['errors']['deploykit']:.1e}"]
 
 
