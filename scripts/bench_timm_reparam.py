@@ -154,12 +154,20 @@ def render(rows: list[dict], runs: int) -> str:
         lines.append(
             f"| {r['name']} | {'yes' if r['own_method_modules'] else 'no'} "
             f"| {c['train']} → {c['timm']} → **{c['deploykit']}** | {b['train']} → {b['timm']} → **{b['deploykit']}** "
-            f"| {r['torch_norms']['timm']} / **{r['torch_norms']['deploykit']}** "
+            f"| {_pair(r.get('torch_norms'))} "
             f"| {r['unfolded']['sums']} / {r['unfolded']['norms']} | {r['errors']['timm']:.1e} "
-            f"| {r['errors']['deploykit']:.1e} | {'yes' if r['same_ops'] else 'no'} "
+            f"| {r['errors']['deploykit']:.1e} | {_yes(r.get('same_ops'))} "
             f"| {p['timm']:.2f} / {p['deploykit']:.2f} "
             f"| {p['deploykit'] / p['timm']:.2f} |")
     return "\n".join(lines) + "\n"
+
+
+def _pair(norms: dict | None) -> str:
+    return "-" if norms is None else f"{norms['timm']} / **{norms['deploykit']}**"
+
+
+def _yes(flag: bool | None) -> str:
+    return "-" if flag is None else ("yes" if flag else "no")
 
 
 def write_coverage(rows: list[dict]) -> None:

@@ -44,7 +44,7 @@ def _cells(row: dict) -> list[str]:
     return [f"timm/{row['name']}", "yes" if row["own_method_modules"] else "no",
             f"{conv['train']} → {conv['timm']} → [{colour}]{conv['deploykit']}[/]",
             f"{bn['train']} → {bn['timm']} → [{colour}]{bn['deploykit']}[/]",
-            f"{row['torch_norms']['timm']} / {row['torch_norms']['deploykit']}",
+            "-" if "torch_norms" not in row else f"{row['torch_norms']['timm']} / {row['torch_norms']['deploykit']}",
             f"{unfolded['sums']} / {unfolded['norms']}", f"{row['errors']['deploykit']:.1e}"]
 
 
