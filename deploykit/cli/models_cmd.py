@@ -31,9 +31,9 @@ def models(
     from deploykit import zoo
 
     if source == "timm":
-        from deploykit.cli.timm_table import print_timm_coverage
+        from deploykit.cli.timm_table import timm_coverage_table
 
-        print_timm_coverage()
+        _print_uncropped(timm_coverage_table())
         return
     if source != "zoo":
         from deploykit.core.errors import DeployKitError

@@ -14,12 +14,11 @@ from pathlib import Path
 from rich import box
 from rich.table import Table
 
-from deploykit.cli.app import console
 
 COVERAGE = Path(__file__).resolve().parents[1] / "zoo" / "timm_coverage.json"
 
 
-def print_timm_coverage() -> None:
+def timm_coverage_table() -> Table:
     data = json.loads(COVERAGE.read_text())
     table = Table(title="timm models: deploykit's generic reparameterize (own fold methods removed) vs timm's own",
                   box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True, caption_justify="left")
@@ -32,7 +31,7 @@ def print_timm_coverage() -> None:
                      f"deploykit's deployed model vs the training form on real images, fp32). Installed timm: "
                      f"{_installed()}. Any other timm model: `deploykit export timm/NAME --random-init -v` "
                      "reports what was folded, by which path, and what was left and why.")
-    console.print(table)
+    return table
 
 
 def _cells(row: dict) -> list[str]:
