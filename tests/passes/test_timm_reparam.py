@@ -185,4 +185,5 @@ def test_generic_pass_on_real_statistics_matches_timm_in_onnx(name, data_dir, tm
     row = bench_model(name, runs=3, tmp=tmp_path)
     assert row["conv"]["deploykit"] <= row["conv"]["timm"] and row["bn"]["deploykit"] <= row["bn"]["timm"]
     assert row["bn"]["deploykit"] == 0 and row["unfolded"] == {"sums": 0, "norms": 0, "first": []}
+    assert row["torch_norms"]["deploykit"] == 0  # in PyTorch too: the ONNX exporter folds Conv+BN by itself
     assert row["errors"]["deploykit"] <= 1e-4
