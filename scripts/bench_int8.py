@@ -72,19 +72,24 @@ def conditioned_weights(name: str, path: Path) -> Path:
     return path
 
 
-def export_pair(name: str, out: Path, weights: Path | None) -> tuple[Path, Path]:
-    """The float artifact, and the int8 QDQ the int8 path builds from it with LATENCY_INT8's settings.
-    The quantizer is called directly: a random net's logits are near-uniform, so int8 noise flips its
-    argmax and the export's parity gate (rightly) refuses it; the graph is the same either way."""
+def export_pair(name: str, out: Path, weights: Path | None) -> tuple[Path, dict[str, Path]]:
+    """The float artifact, and the int8 QDQ the int8 path builds from it with LATENCY_INT8's settings in
+    each runtime's layout. The quantizer is called directly: a random net's logits are near-uniform, so
+    int8 noise flips its argmax and the export's parity gate (rightly) refuses it; the graph is the same."""
     from deploykit.data.calibration import CalibrationConfig, open_calibration
+    from deploykit.export.qdq_layout import LAYOUTS
     from deploykit.export.quantize import Int8Quantizer, QuantizeConfig, prepare_for_quantization
 
     float_art = export(ExportRequest(model=name, weights=weights, out_dir=out)).artifact
     calib = open_calibration(CalibrationConfig(data_dir() / IMAGENET, size=LATENCY_INT8["calib_size"]))
     prepared = prepare_for_quantization(float_art, out / f"{name}.prepared.onnx")
-    quantizer = Int8Quantizer(prepared, calib.range_batches(zoo.get(name).preprocess, 1), workdir=out)
+    ranges = list(calib.range_batches(zoo.get(name).preprocess, 1))
     config = QuantizeConfig(LATENCY_INT8["calib_method"], per_channel=LATENCY_INT8["per_channel"] == "on")
-    return float_art, quantizer.quantize(config, out / f"{name}.int8.onnx")
+    int8 = {}
+    for runtime in ("onnxruntime", "openvino"):
+        quantizer = Int8Quantizer(prepared, ranges, workdir=out, layout=LAYOUTS[runtime])
+        int8[runtime] = quantizer.quantize(config, out / f"{name}.{runtime}.int8.onnx")
+    return float_art, int8
 
 
 def bench_latency(name: str, *, runs: int, threads: int, tmp: Path) -> LatencyRow:
@@ -94,19 +99,19 @@ def bench_latency(name: str, *, runs: int, threads: int, tmp: Path) -> LatencyRo
     tmp.mkdir()
     weights = None if zoo.get(name).family in ("resnet_cifar", "efficientnet_lite") else \
         conditioned_weights(name, tmp / f"{name}.pth")
-    float_path, int8_path = export_pair(name, tmp, weights)
+    float_path, int8 = export_pair(name, tmp, weights)
     size = zoo.get(name).preprocess.input_size
     x = np.random.default_rng(0).standard_normal((1, 3, size, size)).astype(np.float32)
     models = {
         "ort_fp32": OrtModel(float_path, threads=threads),
-        "ort_int8": OrtModel(int8_path, threads=threads),
+        "ort_int8": OrtModel(int8["onnxruntime"], threads=threads),
         "ov_fp32": OpenVINOModel(float_path, threads=threads, precision="f32"),
-        "ov_int8": OpenVINOModel(int8_path, threads=threads, precision="f32"),
+        "ov_int8": OpenVINOModel(int8["openvino"], threads=threads, precision="f32"),
         "ov_default": OpenVINOModel(float_path, threads=threads, precision=None),
     }
     stats = measure_side_by_side({key: (lambda m=m: m.run(x)) for key, m in models.items()}, runs=runs, warmup=10)
     precisions = {key: m.precision_record()["summary"] for key, m in models.items()}
-    return LatencyRow(name, (float_path.stat().st_size, int8_path.stat().st_size), stats, precisions)
+    return LatencyRow(name, (float_path.stat().st_size, int8["onnxruntime"].stat().st_size), stats, precisions)
 
 
 def render_latency(rows: list[LatencyRow], runs: int, threads: int, load: tuple[float, float]) -> str:
@@ -120,8 +125,9 @@ def render_latency(rows: list[LatencyRow], runs: int, threads: int, load: tuple[
         f"openvino {openvino.__version__.split('-')[0]}; load average {load[0]:.1f} before, {load[1]:.1f} after "
         "(a shared machine: compare ratios within a row, not absolute times across rows). "
         f"Medians of {runs} runs timed in alternating blocks. "
-        "int8 = `deploykit export --int8` (S8S8 QDQ, Q/DQ on op inputs, "
-        "minmax, per-channel, every layer int8); the OpenVINO columns use an explicit f32 precision hint "
+        "int8 = the QDQ graph `deploykit export --int8` writes in each runtime's layout (ORT columns: "
+        "`--device host-cpu-ort`, u8 activations with Q/DQ on outputs too; OV columns: `--device "
+        "host-cpu-openvino`, NNCF's placement), minmax, per-channel, every layer int8; the OpenVINO columns use an explicit f32 precision hint "
         "(int8 layers run in int8, the rest in fp32); \"OV default\" is the float model at OpenVINO's default "
         "hint, with the precision it ran in parentheses (bf16 on CPUs that have it: not the fp32 the artifact "
         "was checked in), for reference only.",

@@ -8,7 +8,8 @@ tensor cannot serve them all. Random weights cannot show it; trained ones can.
 - naive: what a user gets from ONNX Runtime's quantizer with its textbook settings: minmax calibration,
   one scale per weight tensor, every layer int8 — on the same calibration images deploykit uses.
 - deploykit: `deploykit export MODEL --int8 --calib cifar10/train` (auto search, accuracy budget 1 point).
-Both are S8S8 QDQ graphs run in ONNX Runtime on the deployed (reparameterized, BN-folded) float ONNX.
+Both are QDQ graphs in ONNX Runtime's layout (u8 activations), run in ONNX Runtime on the deployed
+(reparameterized, BN-folded) float ONNX.
 Usage:
     python scripts/bench_int8_trained.py [--threads 2] [--update BENCHMARKS.md]
 """

@@ -3,7 +3,9 @@
 
 Protocol (HTTP, JSON unless said otherwise; every endpoint but /health needs `Authorization: Bearer TOKEN`):
 
-    GET  /health                       runtimes available here and their versions, device facts, busy flag
+    GET  /health                       liveness only: {ok, protocol} (the one endpoint without the token)
+    GET  /info                         runtimes available here and their versions, device facts, busy flag,
+                                       the upload cap
     HEAD /artifacts/{sha256}           200 stored / 404 not: the host skips uploads the agent already has
     GET  /artifacts/{sha256}           {sha256, kind, size_bytes}
     PUT  /artifacts/{sha256}           the artifact's bytes (an ONNX file, or a tar of a directory artifact);
@@ -16,7 +18,9 @@ Protocol (HTTP, JSON unless said otherwise; every endpoint but /health needs `Au
                                        interleaved on seeded normal inputs, on the device
 
 Errors answer {"detail": {"error": ..., "fix": ...}}: 400 malformed, 401 token, 404 unknown, 408 stalled
-body, 413 too large, 422 refused, 503 busy (after the queue timeout), 504 over the request timeout.
+body, 413 too large, 422 refused, 503 busy (after the queue timeout, or too many requests at once), 504
+over the request timeout. The token is checked, and every body's size, before any body byte is read (see
+agent/guard.py); connections that send no complete request head in 10 s are closed (agent/protocol.py).
 The server (FastAPI, uvicorn) and the client (httpx) need `pip install "deploykit[agent]"`.
 """
 

@@ -32,7 +32,6 @@ MAX_BACKOFF_S = 8.0
 CONNECT_TIMEOUT_S = 5.0
 HEALTH_TIMEOUT_S = 10.0  # /health answers from memory: a listener that does not is not an agent
 REQUEST_TIMEOUT_S = 1800.0  # a measurement or an engine build on a slow device
-NO_SUCH_SHA = "0" * 64
 
 
 class ModelNotLoaded(DeployKitError):
@@ -50,7 +49,7 @@ class AgentClient:
         self.url, self.token_env, self.device = url.rstrip("/"), token_env, device
         self.retries = RETRIES if retries is None else retries
         self.backoff_s = BACKOFF_S if backoff_s is None else backoff_s
-        self.max_upload_bytes: int | None = None  # the agent's cap, once /health said it
+        self.max_upload_bytes: int | None = None  # the agent's cap, once /info said it
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._httpx = httpx
         self._http = httpx.Client(base_url=self.url, headers=headers, verify=verify,
@@ -80,13 +79,15 @@ class AgentClient:
     # --- endpoints --------------------------------------------------------------------------------
 
     def health(self) -> dict:
-        health = self._request("GET", "/health", timeout=HEALTH_TIMEOUT_S).json()
-        self.max_upload_bytes = health.get("max_upload_bytes")
-        return health
+        """Liveness: {"ok": true, "protocol": N}, without the token."""
+        return self._request("GET", "/health", timeout=HEALTH_TIMEOUT_S).json()
 
-    def check_token(self) -> None:
-        """A 401 now rather than after the first upload."""
-        self._request("GET", f"/artifacts/{NO_SUCH_SHA}", ok=(200, 404))  # GET: a 401 has a body to quote
+    def info(self) -> dict:
+        """What the device is and runs, and the agent's limits; needs the token (a 401 now rather than after
+        the first upload)."""
+        info = self._request("GET", "/info", timeout=HEALTH_TIMEOUT_S).json()
+        self.max_upload_bytes = info.get("max_upload_bytes")
+        return info
 
     def has(self, sha256: str) -> bool:
         return self._request("HEAD", f"/artifacts/{sha256}", ok=(200, 404)).status_code == 200
@@ -244,15 +245,14 @@ class AgentRunner:
     """The profiling `Runner` (pipeline layer, runners.py) of a device reached through its agent:
     artifacts are uploaded (unless stored already), loaded, run and timed on the device."""
 
-    def __init__(self, client: AgentClient, health: dict) -> None:
-        self.client, self.health = client, health
+    def __init__(self, client: AgentClient, info: dict) -> None:
+        self.client, self.info = client, info
 
     @classmethod
     def connect(cls, device: "Device") -> "AgentRunner":
         client = AgentClient.for_device(device)
-        health = client.health()
-        client.check_token()
-        return cls(client, health)
+        client.health()  # is it an agent at all (a listener that does not answer is not)
+        return cls(client, client.info())
 
     def load(self, path: Path, device: "Device") -> tuple[RemoteRunnable, float]:
         sha = self.client.ensure_artifact(Path(path))
@@ -283,5 +283,5 @@ class AgentRunner:
         return {name: LatencyStats(**s) for name, s in zip(names, stats, strict=True)}
 
     def environment(self) -> dict:
-        return {"agent": {"url": self.client.url, **{k: v for k, v in self.health.items() if k != "ok"}}}
+        return {"agent": {"url": self.client.url, **self.info}}
 

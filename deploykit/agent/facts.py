@@ -1,4 +1,4 @@
-"""What the agent's device is and can run, for `GET /health`: OS, CPU, board, accelerators, runtimes.
+"""What the agent's device is and can run, for `GET /info` (with the token): OS, CPU, board, accelerators, runtimes.
 
 Gathered once at start (nvidia-smi and the runtime checks take a moment) and answered from memory.
 """

@@ -15,6 +15,7 @@ import hmac
 import json
 import logging
 import math
+import os
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Respons
 from pydantic import BaseModel, ConfigDict, Field
 
 from deploykit.agent.facts import SERVED_RUNTIMES, device_facts, runtime_facts
+from deploykit.agent.guard import RequestGate
+from deploykit.agent.protocol import HEAD_TIMEOUT_S, MAX_CONNECTIONS, guarded_protocol
 from deploykit.agent.store import ArtifactStore, StoredArtifact, StoreError
 from deploykit.agent.wire import (ELAPSED_HEADER, NPY_TYPE, PROTOCOL, WireError, is_sha256, npy_array,
                                   npy_bytes)
@@ -45,6 +48,9 @@ class ServeConfig:
     queue_timeout_s: float = 120.0
     request_timeout_s: float = 900.0  # a load (a TensorRT engine build), a run or a measurement
     idle_timeout_s: float = 30.0  # the longest wait for the next piece of a request body
+    head_timeout_s: float = HEAD_TIMEOUT_S  # from connecting (or the last answer) to a complete request head
+    max_connections: int = MAX_CONNECTIONS
+    max_inflight: int = 64  # requests in progress at once, /health aside (503 busy beyond)
     max_loaded: int = 4  # models kept loaded between requests
     tls_cert: Path | None = None
     tls_key: Path | None = None
@@ -53,7 +59,8 @@ class ServeConfig:
         if len(self.token) < 16:
             raise DeployKitError("the agent token is shorter than 16 characters",
                                  fix="put a long random token in the --token-file (`openssl rand -hex 32`)")
-        for name in ("max_upload_mb", "queue_timeout_s", "request_timeout_s", "idle_timeout_s", "max_loaded"):
+        for name in ("max_upload_mb", "queue_timeout_s", "request_timeout_s", "idle_timeout_s", "head_timeout_s",
+                     "max_connections", "max_inflight", "max_loaded"):
             if getattr(self, name) <= 0:
                 raise DeployKitError(f"{name} must be positive, got {getattr(self, name)}")
         if (self.tls_cert is None) != (self.tls_key is None):
@@ -234,11 +241,15 @@ def create_app(config: ServeConfig):
 
     @app.get("/health")
     def health() -> dict:
-        return {"ok": True, "protocol": PROTOCOL, "agent": _deploykit_version(), **agent.facts,
-                "busy": agent.lock.locked(), "artifacts": agent.store.count(),
-                "max_upload_bytes": config.max_upload_bytes}
+        """Liveness only: what the device is and runs is for clients with the token (/info)."""
+        return {"ok": True, "protocol": PROTOCOL}
 
-    router = APIRouter(dependencies=[Depends(require_token)])
+    router = APIRouter(dependencies=[Depends(require_token)])  # (the gate checked it already: kept as a 2nd lock)
+
+    @router.get("/info")
+    def info() -> dict:
+        return {"protocol": PROTOCOL, "agent": _deploykit_version(), **agent.facts, "busy": agent.lock.locked(),
+                "artifacts": agent.store.count(), "max_upload_bytes": config.max_upload_bytes}
 
     @router.api_route("/artifacts/{sha256}", methods=["GET", "HEAD"])
     def artifact_info(sha256: str) -> dict:
@@ -274,6 +285,10 @@ def create_app(config: ServeConfig):
         stored = agent.store.find(sha)
         if stored is None:
             raise _error(404, f"no artifact {sha} in the store", "upload it first: PUT /artifacts/{sha256}")
+        cores = os.cpu_count() or 1
+        if body.threads is not None and body.threads > cores:
+            raise _error(422, f"threads {body.threads} is more than this device's {cores} logical cores",
+                         f"ask for at most {cores} threads (the device YAML's `threads:`)")
         settings = body.model_dump(exclude={"sha256"})
         key = json.dumps({"sha256": sha, **settings}, sort_keys=True)
         model_id = hashlib.sha256(key.encode()).hexdigest()
@@ -298,15 +313,19 @@ def create_app(config: ServeConfig):
 
     @router.post("/measure")
     async def measure_latency(body: MeasureRequest) -> dict:
-        items = []
+        items, total = [], 0
         for item in body.items:
-            if min(item.shape) < 1 or 4 * math.prod(item.shape) > config.max_upload_bytes:
-                raise _error(422, f"input shape {item.shape} is empty or larger than the upload limit")
+            total += 4 * math.prod(item.shape)  # float32 inputs generated here: all of them held at once
+            if min(item.shape) < 1 or total > config.max_upload_bytes:
+                raise _error(422, f"input shape {item.shape} is empty, or the inputs of all items add up to more "
+                                  f"than the upload limit ({config.max_upload_bytes} bytes)")
             items.append((_loaded(agent, item.model).runnable, item.shape))
         latency = await agent.exclusive(measure, items, body.runs, body.warmup, body.seed)
         return {"latency": latency}
 
     app.include_router(router)
+    app.add_middleware(RequestGate, authorize=agent.authorize, max_upload_bytes=config.max_upload_bytes,
+                       max_inflight=config.max_inflight, upload_fix="start the agent with a larger --max-upload-mb")
     return app
 
 
@@ -358,11 +377,20 @@ def _deploykit_version() -> str:
         return "unknown"
 
 
-def run_server(app, config: ServeConfig) -> None:
-    """Serve `app` until interrupted (uvicorn handles SIGINT and SIGTERM)."""
+def uvicorn_config(app, config: ServeConfig, **overrides):
+    """uvicorn's settings for the agent: h11 with a request-head deadline and a connection cap (see
+    agent/protocol.py), a 5 s keep-alive, no `limit_concurrency` (it counted idle sockets)."""
     import uvicorn
 
     tls = {"ssl_certfile": str(config.tls_cert), "ssl_keyfile": str(config.tls_key)} \
         if config.tls_cert else {}
-    uvicorn.run(app, host=config.host, port=config.port, timeout_keep_alive=5, limit_concurrency=128,
-                log_level="info", **tls)
+    settings = {"host": config.host, "port": config.port, "timeout_keep_alive": 5, "log_level": "info",
+                "http": guarded_protocol(config.head_timeout_s, config.max_connections), **tls, **overrides}
+    return uvicorn.Config(app, **settings)
+
+
+def run_server(app, config: ServeConfig) -> None:
+    """Serve `app` until interrupted (uvicorn handles SIGINT and SIGTERM)."""
+    import uvicorn
+
+    uvicorn.Server(uvicorn_config(app, config)).run()

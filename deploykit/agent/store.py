@@ -4,6 +4,7 @@
                               manifest beside a directory artifact, and meta.json (written last)
     STORE/engines/<sha256>/   TensorRT engines built on this machine from a stored bundle
     STORE/tmp/                uploads and extractions in progress
+    STORE/deploykit-agent-store.json   the marker: this folder is a store the agent made (and may clean)
 
 An upload streams into tmp/, is fsynced, and only when its bytes hash to the sha256 the client announced
 is an object directory assembled in tmp/ and renamed into objects/ in one step: a reader sees a whole
@@ -28,6 +29,7 @@ from deploykit.core.manifest import MANIFEST_SUFFIX, Manifest
 
 KIND_NAMES = {"onnx": "artifact.onnx", "mlpackage": "artifact.mlpackage", "tensorrt": "artifact.trt"}
 META = "meta.json"
+MARKER = "deploykit-agent-store.json"  # written when the agent creates a store: only such a folder is cleaned
 
 
 class StoreError(Exception):
@@ -82,8 +84,9 @@ class ArtifactStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.objects, self.engines, self.tmp = self.root / "objects", self.root / "engines", self.root / "tmp"
+        _adopt(self.root)
         for directory in (self.objects, self.engines, self.tmp):
-            directory.mkdir(parents=True, exist_ok=True)
+            directory.mkdir(exist_ok=True)
 
     def claim(self) -> None:
         """Hold the store for this process (an advisory lock the kernel drops when the process dies, even by
@@ -188,6 +191,31 @@ class ArtifactStore:
             if not final.is_dir():  # else a concurrent upload of the same bytes won: same content
                 raise
         _fsync_dir(final.parent)
+
+
+def _adopt(root: Path) -> None:
+    """Make sure `root` is a store this agent may clean: one it created (its MARKER file is there), or a new
+    or empty folder, which gets the marker now. `sweep` deletes whatever it finds under tmp/, objects/ and
+    engines/: run on an existing folder it once destroyed a git repository's objects/, so a non-empty
+    folder without the marker is refused. (A store of an older agent, holding only the store's own names
+    and its lock file, is adopted.)"""
+    if root.exists() and not root.is_dir():
+        raise DeployKitError(f"--store {root} is a file", fix="give --store a new or empty folder")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        entries = {p.name for p in root.iterdir()}
+    except OSError as exc:
+        raise DeployKitError(f"cannot use --store {root}: {exc.strerror or exc}",
+                             fix="give --store a folder you can write in") from exc
+    if MARKER in entries:
+        return
+    older_agent = "agent.lock" in entries and entries <= {"agent.lock", "objects", "engines", "tmp"}
+    if entries and not older_agent:
+        raise DeployKitError(f"--store {root} is a folder with other files in it ({', '.join(sorted(entries)[:5])}"
+                             f"{', ...' if len(entries) > 5 else ''}), not an agent store: the agent cleans its "
+                             "store's tmp/, objects/ and engines/ at start, so it only uses a folder it created",
+                             fix=f"give --store a new or empty folder (default {Path.home() / '.deploykit'}/agent-store)")
+    _write_synced(root / MARKER, json.dumps({"deploykit_agent_store": 1}) + "\n")
 
 
 def _stage(blob: Path, staging: Path) -> str:

@@ -37,12 +37,23 @@ def handled(fn: Callable) -> Callable:
             _fail(exc.message, exc.fix, exc.exit_code)
         except KeyboardInterrupt:
             _fail("interrupted", None, 130)
+        except OSError as exc:  # a path the system refused (too long, a loop, no permission, a full disk)
+            if os.environ.get("DEPLOYKIT_DEBUG"):
+                raise
+            where = f": {_short(exc.filename)}" if exc.filename else ""
+            _fail(f"{exc.strerror or type(exc).__name__}{where}",
+                  "check that path: it must exist (for inputs), be writable (for outputs) and be shorter", 2)
         except Exception as exc:  # noqa: BLE001 - last resort: still one line, traceback on request
             if os.environ.get("DEPLOYKIT_DEBUG"):
                 raise
             _fail(f"internal error: {type(exc).__name__}: {exc}", "rerun with DEPLOYKIT_DEBUG=1 and report it", 3)
 
     return wrapper
+
+
+def _short(name: object, limit: int = 160) -> str:
+    text = str(name)
+    return text if len(text) <= limit else f"{text[:limit // 2]}…{text[-limit // 2:]}"
 
 
 def _fail(message: str, fix: str | None, code: int) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Optional
 
@@ -33,8 +34,9 @@ def export(
     opset: int = typer.Option(17, min=7, help="ONNX opset"),
     num_classes: Optional[int] = typer.Option(None, min=1, help="classifier outputs (default: the model's)"),
     threads: int = typer.Option(2, min=1, help="runtime threads for the parity run"),
-    precision: Optional[str] = typer.Option(None, help="coreml: fp16 (default), fp32, int8 (W8A8, needs --calib, "
-                                                       "macOS); tensorrt: fp16 (default), fp32, int8"),
+    precision: Optional[str] = typer.Option(None, help="onnx: fp32 (default), fp16, int8 (= --int8); coreml: fp16 "
+                                                       "(default), fp32, int8 (W8A8, needs --calib, macOS); "
+                                                       "tensorrt: fp16 (default), fp32, int8 (needs --calib)"),
     compute_units: Optional[str] = typer.Option(None, help="coreml: all (default), cpu_and_ne, cpu_and_gpu, "
                                                            "cpu_only"),
     image_input: bool = typer.Option(False, "--image-input", help="coreml: take an image, preprocessing baked in"),
@@ -43,6 +45,10 @@ def export(
                                                     "coreml int8, onnx --int8: activation ranges)"),
     int8: bool = typer.Option(False, "--int8", help="onnx: int8 QDQ ONNX calibrated on --calib, chosen by "
                                                     "measured accuracy (writes MODEL.int8.onnx)"),
+    device: Optional[str] = typer.Option(None, help="onnx int8: the device (devices/NAME.yaml) it is laid out for "
+                                                    "and timed on against float (default host-cpu-ort)"),
+    require_faster: bool = typer.Option(False, "--require-faster", help="onnx int8: fail, writing nothing, unless "
+                                        "int8 is measured faster than float on the device"),
     calib_size: Optional[int] = typer.Option(None, min=1, help="--int8: calibration images drawn, a third held "
                                                                "out for scoring (default 512)"),
     calib_split: Optional[int] = typer.Option(None, min=1, help="--int8: calibrate within the first N of a "
@@ -77,10 +83,13 @@ def export(
                                 weights_int8=weights_int8, calib=calib, workspace=workspace,
                                 require_engine=require_engine, int8=int8, calib_size=calib_size,
                                 calib_split=calib_split, calib_method=calib_method, per_channel=per_channel,
-                                accuracy_budget=accuracy_budget, dynamic_batch=dynamic_batch)},
+                                accuracy_budget=accuracy_budget, dynamic_batch=dynamic_batch, device=device,
+                                require_faster=require_faster)},
                             prune=_prune_request(prune, prune_importance, finetune_data, finetune_epochs,
                                                  finetune_lr, threads), require_folded=require_folded)
-    with console.status(f"exporting {model or model_from} to {target}…"):
+    with console.status(f"exporting {model or model_from} to {target}…") as status:
+        request = dataclasses.replace(request, progress=lambda step: status.update(
+            f"exporting {model or model_from} to {target}: {step}…"))
         outcome = run_export(request)
     report(outcome)
     _report_pruning(outcome.manifest.extra.get("pruning"))
@@ -137,7 +146,8 @@ def report(outcome) -> None:
         runtime = build.details.get("parity_runtime")
         where = f" ({runtime})" if runtime else ""
         form = outcome.manifest.parent.get("kind", "torch-training-form").removeprefix("torch-")
-        console.print(f"parity vs {form} PyTorch{where}: {build.parity.summary()}")
+        against = build.details.get("parity_against") or f"{form} PyTorch"
+        console.print(f"parity vs {against}{where}: {build.parity.summary()}")
     else:
         console.print(f"[yellow]parity not run here:[/] {escape(build.parity_note)}")
     for message in build.messages:

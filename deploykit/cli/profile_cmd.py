@@ -43,6 +43,7 @@ def profile(
     from deploykit.profile.results import merge_reports
 
     devices = [load_device(name) for name in device]
+    _warn_layouts(artifacts, devices)
     reports = []
     with _progress_bar() as bar:
         tasks: dict[str, int] = {}
@@ -66,6 +67,18 @@ def profile(
 
     write_text_atomic(out, text)
     console.print(f"[green]wrote[/] {out} ({report_format}, {sum(len(r.rows) for r in reports)} rows)")
+
+
+def _warn_layouts(artifacts: list[Path], devices: list) -> None:
+    """Before the long measurement: an int8 file about to run on a runtime it was not laid out for."""
+    from deploykit.core.manifest import verified_manifest
+    from deploykit.pipeline.profile import layout_mismatch
+
+    for path in artifacts:
+        manifest = verified_manifest(Path(path)) if Path(path).exists() else None
+        for spec in devices:
+            for note in layout_mismatch(manifest, spec):
+                err_console.print(f"[yellow]warning:[/] {Path(path).name} on {spec.name}: {note}", highlight=False)
 
 
 def _format(fmt: str | None, out: Path | None) -> str:

@@ -29,6 +29,7 @@ def prune(
     """Remove whole channels from MODEL, keeping coupled layers consistent; fine-tune next with
     `deploykit finetune MODEL --weights OUT --teacher float --data ...`."""
     from deploykit import zoo
+    from deploykit.core.publish import check_output_file
     from deploykit.passes.prune import PruneConfig
     from deploykit.pipeline.prune_chain import prune_to_file
     from deploykit.profile.cost import cost
@@ -36,6 +37,7 @@ def prune(
 
     if (ratio is None) == (macs_fraction is None):
         raise DeployKitError("give exactly one of --ratio and --macs-fraction", fix="e.g. --ratio 0.3")
+    check_output_file(out, ".safetensors")  # before the work: a .pth of safetensors bytes loads nowhere
     entry = zoo.get(model)
     float_model = build_model(model, weights, pretrained=True)
     target = None if macs_fraction is None else int(macs_fraction * cost(float_model, entry.input_size).macs)

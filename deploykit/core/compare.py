@@ -49,13 +49,16 @@ class Comparison:
     sqnr_db: float
     top1_agreement: float
     passed: bool
+    nonfinite: int = 0  # NaN/Inf values among the actual outputs (or the reference's): a FAIL at any precision
+    reason: str = ""  # why it failed when the statistics cannot say it (non-finite values)
 
     def __bool__(self) -> bool:
         return self.passed
 
     def summary(self) -> str:
         verdict = "PASS" if self.passed else "FAIL"
-        return (f"{verdict} ({self.precision}): max|Δ| {self.max_abs_err:.2e} "
+        why = f"{self.reason}; " if self.reason else ""
+        return (f"{verdict} ({self.precision}): {why}max|Δ| {self.max_abs_err:.2e} "
                 f"({self.max_rel_err:.2e} of max|ref|), cosine {self.cosine:.6f}, "
                 f"SQNR {self.sqnr_db:.1f} dB, top-1 agreement {self.top1_agreement:.1%}")
 
@@ -69,8 +72,23 @@ def compare_outputs(reference: np.ndarray, actual: np.ndarray, precision: str = 
     out = np.asarray(actual, dtype=np.float64)
     if ref.shape != out.shape:
         raise ValueError(f"output shapes differ: reference {ref.shape}, actual {out.shape}")
+    tolerance = tolerance_for(precision)
+    reason = _nonfinite_reason(ref, out)
+    if reason:  # NaN compares false and a NaN row's arg-max is 0: no statistic can be trusted, so none passes
+        with np.errstate(all="ignore"):
+            stats = _statistics(ref, out)
+        nonfinite = int((~np.isfinite(out)).sum() + (~np.isfinite(ref)).sum())
+        return Comparison(precision=precision, **stats, passed=False, nonfinite=nonfinite, reason=reason)
     stats = _statistics(ref, out)
-    return Comparison(precision=precision, **stats, passed=_meets(stats, tolerance_for(precision)))
+    return Comparison(precision=precision, **stats, passed=_meets(stats, tolerance))
+
+
+def _nonfinite_reason(ref: np.ndarray, out: np.ndarray) -> str:
+    for what, values in (("the reference outputs", ref), ("the outputs", out)):
+        bad = int((~np.isfinite(values)).sum())
+        if bad:
+            return f"{bad} of {values.size} values of {what} are NaN or Inf"
+    return ""
 
 
 def _statistics(ref: np.ndarray, out: np.ndarray) -> dict:
@@ -85,14 +103,30 @@ def _statistics(ref: np.ndarray, out: np.ndarray) -> dict:
         "mean_abs_err": float(diff.mean()),
         "cosine": _mean_cosine(flat_ref, flat_out),
         "sqnr_db": float("inf") if noise == 0 else 10.0 * float(np.log10(max(signal, 1e-300) / noise)),
-        "top1_agreement": float((flat_ref.argmax(1) == flat_out.argmax(1)).mean()),
+        "top1_agreement": _top1_agreement(flat_ref, flat_out),
     }
 
 
+def _top1_agreement(ref: np.ndarray, out: np.ndarray) -> float:
+    """Share of rows with the same arg-max. A constant row (all zeros, say) has no top class, so it agrees
+    only with a constant reference row (np.argmax would call it class 0); a row with a NaN or Inf agrees
+    with nothing."""
+    same = ref.argmax(1) == out.argmax(1)
+    ref_flat, out_flat = _constant_rows(ref), _constant_rows(out)
+    finite = np.isfinite(ref).all(1) & np.isfinite(out).all(1)
+    return float((np.where(out_flat | ref_flat, out_flat & ref_flat, same) & finite).mean())
+
+
+def _constant_rows(a: np.ndarray) -> np.ndarray:
+    return a.max(1) == a.min(1)
+
+
 def _mean_cosine(a: np.ndarray, b: np.ndarray) -> float:
-    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-    cos = np.where(norms > 0, (a * b).sum(1) / np.maximum(norms, 1e-300), 1.0)
-    return float(cos.mean())
+    """Mean cosine of the rows; a zero row is at cosine 0 to any non-zero row and 1 only to another zero row."""
+    norm_a, norm_b = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
+    both_zero = (norm_a == 0) & (norm_b == 0)
+    cos = (a * b).sum(1) / np.maximum(norm_a * norm_b, 1e-300)
+    return float(np.where(both_zero, 1.0, cos).mean())
 
 
 def _meets(stats: dict, tol: Tolerance) -> bool:

@@ -29,13 +29,79 @@ def load_config(path: Path, schema: type[T], *, context: Mapping[str, Any] | Non
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
-    try:
-        node = yaml.compose(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}", fix="fix the YAML syntax at the line shown") from exc
+    node = compose_checked(path)
     if node is None:
         raise ConfigError(f"{path}: the file is empty")
     return _convert(node, schema, _Where(str(path), schema.__name__, dict(context or {})))
+
+
+# A config is data: plain YAML values only (no `!!python/...` tags, no application tags), and no more than
+# MAX_NODES values once aliases are expanded. A 510-byte "billion laughs" alias bomb expands to billions of
+# values: it took more than 3 GB before anything looked at it. Recipes hold a few hundred values at most.
+MAX_NODES = 10_000
+MAX_DEPTH = 100
+_PLAIN_TAG = "tag:yaml.org,2002:"
+
+
+def compose_checked(path: Path) -> yaml.Node | None:
+    """The YAML node graph of `path` (composed, never constructed), refused with file:line when it holds a
+    tag that is not plain YAML, a recursive alias, or more than MAX_NODES values with aliases expanded."""
+    try:
+        node = yaml.compose(path.read_text(), Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}", fix="fix the YAML syntax at the line shown") from exc
+    except RecursionError:
+        raise ConfigError(f"{path}: nested more than Python can parse", fix="flatten the file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}", fix="check the path and that it is a UTF-8 text file") from exc
+    if node is not None:
+        _check_graph(node, str(path))
+    return node
+
+
+def _check_graph(root: yaml.Node, file: str) -> None:
+    """Depth-first over the node graph (aliases are shared node objects), counting expanded values."""
+    expanded: dict[int, int] = {}  # id(node) -> values below it, aliases expanded
+    on_path: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        if done:
+            on_path.discard(id(node))
+            expanded[id(node)] = 1 + sum(expanded[id(c)] for c in _children(node))
+            if expanded[id(node)] > MAX_NODES:
+                raise _graph_error(file, node, f"expands to more than {MAX_NODES} values (an alias bomb?)")
+            continue
+        if id(node) in expanded:
+            continue
+        if id(node) in on_path:
+            raise _graph_error(file, node, "holds an alias to itself (a recursive alias)")
+        _check_tag(node, file)
+        if len(on_path) >= MAX_DEPTH:
+            raise _graph_error(file, node, f"is nested more than {MAX_DEPTH} levels deep")
+        on_path.add(id(node))
+        stack.append((node, True))
+        stack.extend((child, False) for child in _children(node) if id(child) not in expanded)
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return list(node.value) if isinstance(node, yaml.SequenceNode) else []
+
+
+def _check_tag(node: yaml.Node, file: str) -> None:
+    tag = node.tag or ""
+    if not tag.startswith(_PLAIN_TAG) or tag[len(_PLAIN_TAG):].startswith("python/"):
+        shown = "!!" + tag[len(_PLAIN_TAG):] if tag.startswith(_PLAIN_TAG) else tag
+        raise ConfigError(f"{file}:{node.start_mark.line + 1}: the tag {shown} is not allowed: a config holds "
+                          "plain values (a python/ tag would build objects or run code)",
+                          fix="remove the tag and write the plain value")
+
+
+def _graph_error(file: str, node: yaml.Node, what: str) -> ConfigError:
+    return ConfigError(f"{file}:{node.start_mark.line + 1}: the value here {what}",
+                       fix="write the values out, or use fewer aliases (*name)")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -83,6 +83,11 @@ class Device:
             raise ValueError(f"threads must be positive, got {self.threads}")
         if not self.batches or min(self.batches) <= 0 or len(set(self.batches)) != len(self.batches):
             raise ValueError(f"batches must be distinct positive sizes, got {self.batches}")
+        if self.location == "local" and self.agent is not None:
+            # Measuring here what the file says runs on the agent's device would be a silent wrong answer.
+            raise DeployKitError(f"location: local (this machine) with an agent at {self.agent.url}: which is it?",
+                                 fix="set `location: remote` to measure through the agent, or drop the `agent:` "
+                                     "block to measure on this machine")
 
     @property
     def is_local(self) -> bool:

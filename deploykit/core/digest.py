@@ -1,9 +1,11 @@
 """Full sha256 digests for cache keys: canonical JSON of configs, and file or folder contents.
 
 Keys are always the full 64 hex digits (short ones collide: Olive #1936). Contents are hashed, never
-trusted from names, sizes or times; a memo keyed by (path, size, mtime, inode) only saves re-reading a
-file set whose stat signature is unchanged since it was hashed (git's index does the same), and is
-ignored for files modified within `RACY_SECONDS` of the hash, whose times could hide a later write.
+trusted from names, sizes or times; a memo keyed by (path, size, mtime, ctime, inode) only saves re-reading
+a file set whose stat signature is unchanged since it was hashed (git's index does the same), and is
+ignored for files modified within `RACY_SECONDS` of the hash, whose times could hide a later write. The
+ctime is what catches an in-place edit that restores size and mtime (`touch -r`, `os.utime`): no user
+call can set it back.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from deploykit.core.errors import DeployKitError
 from deploykit.core.fsutil import sha256_file, write_text_atomic
 
 RACY_SECONDS = 2.0
@@ -51,6 +54,9 @@ def content_digest(path: Path, *, memo: Path | None = None) -> str:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(path)
+    if not (path.is_file() or path.is_dir()):  # a device (/dev/zero) or a socket: reading it may never end
+        raise DeployKitError(f"{path} is neither a regular file nor a folder",
+                             fix="point it at a weights file or a data folder")
     files = [(path.name, str(path), path.stat())] if path.is_file() else _scan(path)
     signature = _stat_signature(files)
     remembered = _read_memo(memo).get(str(path.resolve()))
@@ -64,16 +70,26 @@ def content_digest(path: Path, *, memo: Path | None = None) -> str:
 
 def _scan(root: Path) -> list[ScannedFile]:
     """(relative posix path, path, stat) of every file under `root`, one stat each, in path-part order.
-    Plain strings, not Path objects: a 60,000-image dataset is scanned on every cached run."""
+    Plain strings, not Path objects: a 60,000-image dataset is scanned on every cached run. Linked folders
+    are followed (a dataset may link its class folders); a link back up the tree is an error, not a hang."""
     found, pending, prefix = [], [str(root)], len(str(root)) + 1
     while pending:
         with os.scandir(pending.pop()) as entries:
             for entry in entries:
                 if entry.is_dir():
+                    if entry.is_symlink():
+                        _check_not_a_loop(entry)
                     pending.append(entry.path)
                 elif entry.is_file():
                     found.append((entry.path[prefix:].replace(os.sep, "/"), entry.path, entry.stat()))
     return sorted(found, key=lambda item: item[0].split("/"))
+
+
+def _check_not_a_loop(link: os.DirEntry) -> None:
+    target, here = os.path.realpath(link.path), os.path.realpath(os.path.dirname(link.path))
+    if here == target or here.startswith(target.rstrip(os.sep) + os.sep):
+        raise DeployKitError(f"{link.path} links back to {target}, a folder it is inside: a symlink loop",
+                             fix=f"remove the link {link.path}")
 
 
 def _folder_digest(files: list[ScannedFile]) -> str:
@@ -84,9 +100,9 @@ def _folder_digest(files: list[ScannedFile]) -> str:
 
 
 def _stat_signature(files: list[ScannedFile]) -> str:
-    digest = hashlib.sha256(b"stat-signature v1\n")
+    digest = hashlib.sha256(b"stat-signature v2\n")
     for rel, _, st in files:
-        digest.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ino}\n".encode())
+        digest.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\0{st.st_ino}\n".encode())
     return digest.hexdigest()
 
 

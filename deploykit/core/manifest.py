@@ -8,6 +8,7 @@ import platform
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from deploykit.core.errors import DeployKitError
 from deploykit.core.fsutil import sha256_file, write_text_atomic
 
 MANIFEST_SUFFIX = ".manifest.json"
@@ -65,6 +66,8 @@ class Manifest:
     @classmethod
     def read(cls, path: Path) -> "Manifest":
         data = json.loads(Path(path).read_text())
+        if not isinstance(data, dict):
+            raise ValueError(f"expected a JSON object, got {type(data).__name__}")
         data["passes"] = [PassRecord(**p) for p in data.get("passes", [])]
         return cls(**data)
 
@@ -73,17 +76,49 @@ def manifest_path(artifact: Path) -> Path:
     return artifact.with_name(artifact.name + MANIFEST_SUFFIX)
 
 
+# Files a TensorRT bundle gains where it runs (`trtexec --saveEngine`, export/tensorrt.py's names): the
+# bundle is still the exported one when only these differ from what its manifest hashed.
+BUILT_IN_PLACE = ("model.engine", "timing.cache")
+
+
+def verified_manifest(artifact: Path) -> Manifest | None:
+    """The manifest beside `artifact` (None when there is none), once the artifact is checked to be the one
+    it describes: its sha256 must equal the manifest's. A pair that disagrees (an export killed between
+    publishing the two, a file replaced by hand) is refused rather than described by the wrong manifest."""
+    artifact, file = Path(artifact), manifest_path(Path(artifact))
+    if not file.is_file():
+        return None
+    try:
+        manifest = Manifest.read(file)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise DeployKitError(f"cannot read {file}: {exc}", fix="re-export the artifact") from exc
+    if artifact.exists() and not _matches(artifact, manifest.sha256):
+        recorded = f"sha256 {manifest.sha256[:12]}…" if manifest.sha256 else "no sha256"
+        raise DeployKitError(f"{artifact} is not the artifact its manifest describes ({recorded} in {file.name}): "
+                             "an export was interrupted while publishing it, or the file was replaced",
+                             fix="re-export it (or remove the stale manifest to use the file as an outside model)")
+    return manifest
+
+
+def _matches(artifact: Path, sha256: str) -> bool:
+    if artifact.is_file():
+        return sha256_file(artifact) == sha256
+    if _dir_digest(artifact) == sha256:
+        return True
+    return (artifact / "plan.json").is_file() and _dir_digest(artifact, skip=BUILT_IN_PLACE) == sha256
+
+
 def _size(path: Path) -> int:
     if path.is_file():
         return path.stat().st_size
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def _dir_digest(path: Path) -> str:
+def _dir_digest(path: Path, skip: tuple[str, ...] = ()) -> str:
     """A directory artifact (.mlpackage) hashes as its sorted relative paths and file hashes."""
     import hashlib
 
     digest = hashlib.sha256()
-    for p in sorted(q for q in path.rglob("*") if q.is_file()):
+    for p in sorted(q for q in path.rglob("*") if q.is_file() and q.relative_to(path).as_posix() not in skip):
         digest.update(f"{p.relative_to(path)}\0{sha256_file(p)}\n".encode())
     return digest.hexdigest()

@@ -10,6 +10,7 @@ from typing import Protocol, Sequence
 from PIL import Image
 
 from deploykit.core.errors import DeployKitError
+from deploykit.core.fsutil import sha256_file
 from deploykit.data.idx import find_idx_pair, mnist_dataset
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm"})
@@ -27,6 +28,11 @@ class Dataset(Protocol):
 
     def source(self, index: int) -> str:
         """Where item `index` comes from, for error messages (a file name, or file + record)."""
+        ...
+
+    def fingerprint(self, index: int) -> str:
+        """sha256 of what item `index` is: the bytes it is decoded from and its label (a cache key part;
+        a path says nothing about an image edited in place)."""
         ...
 
 
@@ -50,6 +56,14 @@ class FileDataset:
     def source(self, index: int) -> str:
         return str(self.files[index])
 
+    def fingerprint(self, index: int) -> str:
+        label = None if self.labels is None else self.labels[index]
+        try:
+            return f"{sha256_file(self.files[index])}:{label}"
+        except OSError as exc:
+            raise DeployKitError(f"cannot read image {self.files[index]}: {exc}",
+                                 fix="remove or replace the file, then rerun") from exc
+
 
 class Subset:
     """A fixed selection of another dataset's items, in the given order."""
@@ -66,6 +80,9 @@ class Subset:
 
     def source(self, index: int) -> str:
         return self.dataset.source(self.indices[index])
+
+    def fingerprint(self, index: int) -> str:
+        return self.dataset.fingerprint(self.indices[index])
 
 
 def read_image(path: Path) -> Image.Image:

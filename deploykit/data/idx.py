@@ -3,6 +3,8 @@ which differ between re-gzipped copies of the same data."""
 
 from __future__ import annotations
 
+import hashlib
+
 import gzip
 from pathlib import Path
 
@@ -34,6 +36,10 @@ class ArrayDataset:
 
     def source(self, index: int) -> str:
         return f"{self.origin} record {index}"
+
+    def fingerprint(self, index: int) -> str:
+        label = None if self.labels is None else int(self.labels[index])
+        return f"{hashlib.sha256(np.ascontiguousarray(self.images[index]).tobytes()).hexdigest()}:{label}"
 
 
 def read_idx(path: Path) -> np.ndarray:

@@ -39,9 +39,24 @@ def normalise_pixels(pixels: np.ndarray, preprocess: Preprocess) -> np.ndarray:
 
 
 def _geometry(image: Image.Image, preprocess: Preprocess) -> Image.Image:
-    image = image.convert("L" if preprocess.channels == "L" else "RGB")
+    image = to_8bit(image).convert("L" if preprocess.channels == "L" else "RGB")
     image = _resize(image, preprocess)
     return _centre_crop(image, preprocess.input_size)
+
+
+def to_8bit(image: Image.Image) -> Image.Image:
+    """8-bit pixels for any image mode Pillow's `convert` would get wrong: it clips a 16-bit image to 255
+    (near white) and a float one to 0..255 (black for [0, 1] data). 16-bit grey (modes I;16*, and mode I from
+    a PNG, whose depth is 16 at most) is scaled 65535 -> 255; a float or 32-bit integer image has no range
+    of its own, so it is refused rather than guessed."""
+    if image.mode.startswith("I;16") or (image.mode == "I" and image.format == "PNG"):
+        wide = np.asarray(image).astype(np.int64)
+        return Image.fromarray(((np.clip(wide, 0, 65535) * 255 + 32767) // 65535).astype(np.uint8), "L")
+    if image.mode in ("I", "F"):
+        kind = "32-bit float" if image.mode == "F" else "32-bit integer"
+        raise DeployKitError(f"{kind} pixels (image mode {image.mode}) have no standard range to map to 0..255",
+                             fix="convert the images to 8- or 16-bit PNG or JPEG, scaled as the model expects")
+    return image
 
 
 def resized_size(width: int, height: int, preprocess: Preprocess) -> tuple[int, int]:

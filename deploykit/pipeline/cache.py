@@ -18,15 +18,17 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from deploykit.core.digest import content_digest
+from deploykit.core.errors import DeployKitError
 from deploykit.core.fsutil import atomic_path, write_text_atomic
 from deploykit.core.manifest import Manifest, manifest_path
+from deploykit.pipeline.check import Measurement
 
 ENTRY_FILE = "entry.json"
 
@@ -42,6 +44,9 @@ class CachedArtifact:
 class PipelineCache:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+        if os.path.exists(self.root) and not self.root.is_dir():
+            raise DeployKitError(f"the cache folder {self.root} is a file",
+                                 fix="pass a folder to --cache (or $DEPLOYKIT_PIPELINE_CACHE), or move the file")
 
     @property
     def memo(self) -> Path:
@@ -99,10 +104,13 @@ class PipelineCache:
     # --- measurements -----------------------------------------------------------------------------
 
     def measurement(self, key: str) -> dict | None:
+        """The stored measurement, or None when absent or not one (a damaged or hand-edited file, `{}`, is
+        measured again and overwritten, never served)."""
         try:
-            return json.loads((self.root / "measurements" / f"{key}.json").read_text())
+            data = json.loads((self.root / "measurements" / f"{key}.json").read_text())
         except (OSError, ValueError):
             return None
+        return data if _is_measurement(data) else None
 
     def logits(self, key: str) -> np.ndarray | None:
         path = self.root / "measurements" / f"{key}.npy"
@@ -118,3 +126,18 @@ class PipelineCache:
             with atomic_path(folder / f"{key}.npy") as tmp, open(tmp, "wb") as f:
                 np.save(f, logits, allow_pickle=False)
         write_text_atomic(folder / f"{key}.json", json.dumps(value, indent=2, sort_keys=True) + "\n")
+
+
+def _is_measurement(data: object) -> bool:
+    """`{"measurement": {...}}` whose fields are a Measurement's, with numbers where it keeps numbers."""
+    record = data.get("measurement") if isinstance(data, dict) else None
+    if not isinstance(record, dict) or not {"stage", "device"} <= set(record) <= set(MEASUREMENT_FIELDS):
+        return False
+    for name, value in record.items():
+        kind = MEASUREMENT_FIELDS[name]
+        if value is not None and not (isinstance(value, kind) and not isinstance(value, bool)):
+            return False
+    return True
+
+
+MEASUREMENT_FIELDS = {f.name: (str if f.type == "str" else (int, float)) for f in fields(Measurement)}

@@ -15,7 +15,7 @@ import numpy as np
 
 from deploykit import zoo
 from deploykit.core.errors import DeployKitError
-from deploykit.core.manifest import MANIFEST_SUFFIX, Manifest, manifest_path
+from deploykit.core.manifest import MANIFEST_SUFFIX, Manifest, manifest_path, verified_manifest
 from deploykit.core.paths import data_dir
 from deploykit.core.preprocess import Preprocess
 from deploykit.data.datasets import open_dataset
@@ -91,11 +91,11 @@ def run_eval(request: EvalRequest, progress: Progress | None = None) -> EvalOutc
 
 def calibration_record(path: Path) -> dict:
     """The calibration record of an int8 artifact, from the artifact's manifest (or the manifest itself)."""
-    manifest_file = path if path.name.endswith(MANIFEST_SUFFIX) else manifest_path(path)
-    if not manifest_file.is_file():
-        raise DeployKitError(f"--exclude-calib: no manifest at {manifest_file}",
+    artifact = path.with_name(path.name.removesuffix(MANIFEST_SUFFIX))
+    manifest = verified_manifest(artifact)
+    if manifest is None:
+        raise DeployKitError(f"--exclude-calib: no manifest at {manifest_path(artifact)}",
                              fix="pass the int8 artifact that `deploykit export --int8` wrote, or its manifest")
-    manifest, _ = _read_manifest(manifest_file)
     record = manifest.extra.get("int8", {}).get("calibration")
     if record is None:
         raise DeployKitError(f"--exclude-calib: {manifest.artifact} was not calibrated on images "
@@ -160,24 +160,24 @@ def onnx_evaluable(path: Path, options: PreprocessOptions, *, threads: int,
 
 def _artifact_preprocess(path: Path, options: PreprocessOptions, shape: list) -> tuple[Preprocess, str, list]:
     """(preprocessing, where it came from, warnings): the manifest's when there is one."""
-    manifest_file = manifest_path(path)
-    if not manifest_file.is_file():
+    manifest = verified_manifest(path)  # an artifact its manifest does not describe is refused here
+    if manifest is None:
         return options_preprocess(options, shape), "from options", []
+    manifest_file = manifest_path(path)
     if options.given():
         raise DeployKitError(f"--{options.given()[0]} conflicts with {manifest_file.name}",
                              fix="drop the preprocessing options: the manifest records how it was exported")
-    manifest, preprocess = _read_manifest(manifest_file)
+    preprocess = _manifest_preprocess(manifest, manifest_file)
     warnings = []
     if manifest.weights_sha256 == "random-init":
         warnings.append(f"{path.name} was exported from a random init: expect chance-level accuracy")
     return preprocess, f"from {manifest_file.name}", warnings
 
 
-def _read_manifest(manifest_file: Path) -> tuple[Manifest, Preprocess]:
+def _manifest_preprocess(manifest: Manifest, manifest_file: Path) -> Preprocess:
     try:
-        manifest = Manifest.read(manifest_file)
-        return manifest, Preprocess.from_dict(manifest.preprocess)
-    except (ValueError, TypeError, KeyError) as exc:  # JSONDecodeError is a ValueError
+        return Preprocess.from_dict(manifest.preprocess)
+    except (ValueError, TypeError, KeyError) as exc:
         raise DeployKitError(f"cannot read {manifest_file}: {exc}",
                              fix="re-export the artifact, or remove the manifest and pass options") from exc
 
@@ -261,7 +261,7 @@ def load_zoo_model(name: str, weights: Path | None):
         warning = f"no weights for {name}: evaluating a random init (pass --weights)"
         return loaded.model, "random init", [warning]
     source = loaded.path.name if weights is not None else "the zoo's default weights"
-    return loaded.model, source + (", deploy form" if loaded.form == "deploy" else ""), []
+    return loaded.model, source + (", deploy form" if loaded.form == "deploy" else ""), list(loaded.warnings)
 
 
 def _torch_predict(model, threads: int) -> Predict:

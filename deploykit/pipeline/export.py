@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
+import numpy as np
 import torch
 
 from deploykit import zoo
 from deploykit.core.errors import DeployKitError
-from deploykit.core.manifest import Manifest, manifest_path
+from deploykit.core.manifest import Manifest
+from deploykit.core.publish import (check_output_dir, check_replaceable, ensure_output_dir, publish_artifact,
+                                    staging_dir)
 from deploykit.core.preprocess import Preprocess
 from deploykit.passes.runner import run_passes
 from deploykit.pipeline.targets import ExportContext, TargetBuild, check_options, get_target
@@ -36,6 +38,7 @@ class ExportRequest:
     passes: tuple | None = None  # ((name, config or None), ...) in order; None: DEPLOY_PASSES, default configs
     model_from: str | None = None  # "package.module:factory": the user's own model (see user_model.py)
     prune: object | None = None  # a prune_chain.PruneRequest: prune (+ fine-tune) first, see _prune
+    progress: Callable[[str], None] | None = field(default=None, compare=False)  # told each long step's name
     require_folded: bool = False  # an unfolded multi-branch sum or norm is an error (nothing written)
 
     @property
@@ -90,8 +93,9 @@ def _build_timm_model(request: ExportRequest) -> LoadedWeights:
         return LoadedWeights(model)
     from deploykit.core.fsutil import sha256_file
 
-    timm_source.load_weights(model, request.weights)
-    return LoadedWeights(model.eval(), sha256_file(Path(request.weights)), Path(request.weights), "training", "timm")
+    warnings = tuple(timm_source.load_weights(model, request.weights))
+    return LoadedWeights(model.eval(), sha256_file(Path(request.weights)), Path(request.weights), "training", "timm",
+                         warnings)
 
 
 def probe_batch(batch: int, channels: int, size: int, seed: int = 0) -> torch.Tensor:
@@ -103,6 +107,8 @@ def export(request: ExportRequest) -> ExportOutcome:
     target = get_target(request.target)
     check_options(target, request.options)
     _check_model_source(request)
+    final = check_output_dir(request.out_dir) / target.file_name(request.artifact_name, request.options)
+    check_replaceable(final)  # both before the work, not after it (and again when publishing)
     preprocess = _preprocess(request)
     loaded = build_float_model(request)
     model, weights_sha = loaded.model, loaded.sha256
@@ -111,14 +117,16 @@ def export(request: ExportRequest) -> ExportOutcome:
     probe = probe_batch(request.batch, preprocess.num_channels, preprocess.input_size)
     with torch.no_grad():
         reference = model(probe).numpy()
+    _check_reference(reference, loaded)
     steps = [(name, None) for name in DEPLOY_PASSES] if request.passes is None else list(request.passes)
     deployed = run_passes(model, steps, probe)
     _check_folded(request, deployed.records)
-    ctx = ExportContext(request.name, model, deployed.model, probe, reference, preprocess, dict(request.options))
-    final = Path(request.out_dir) / target.file_name(request.artifact_name, request.options)
-    with tempfile.TemporaryDirectory(dir=_ensure_dir(final.parent), prefix=".deploykit-") as tmp:
-        staged = Path(tmp) / final.name
+    ctx = ExportContext(request.name, model, deployed.model, probe, reference, preprocess, dict(request.options),
+                        progress=request.progress)
+    with staging_dir(final.parent) as tmp:
+        staged = tmp / final.name
         build = target.build(ctx, staged)
+        build.warnings[:0] = loaded.warnings
         manifest = Manifest(
             model=request.name, target=target.name, artifact=final.name, weights_sha256=weights_sha,
             preprocess=preprocess.to_dict(), input_shape=list(probe.shape), passes=deployed.records,
@@ -126,7 +134,7 @@ def export(request: ExportRequest) -> ExportOutcome:
             opset=build.details.get("opset"), parity=_parity_record(build),
             extra=build.details if pruning is None else {**build.details, "pruning": pruning.record},
         ).finalize(staged)
-        _publish(staged, final, manifest)
+        publish_artifact(staged, final, manifest)
     return ExportOutcome(final, manifest, build)
 
 
@@ -145,6 +153,14 @@ def unfolded_record(records) -> dict | None:
     """The reparameterize pass's account of what it left unfolded (None when the pass did not run)."""
     record = next((r for r in records if r.name == "reparameterize"), None)
     return None if record is None else record.report.get("unfolded")
+
+
+def _check_reference(reference, loaded: LoadedWeights) -> None:
+    """A float model whose outputs are NaN/Inf cannot be a reference: say so, with what its weights look like."""
+    if not np.isfinite(reference).all():
+        why = "; ".join(loaded.warnings) or f"weights: {loaded.path or 'random init'}"
+        raise DeployKitError(f"the float model's outputs on the probe are NaN or Inf ({why})",
+                             fix="check that --weights is the right, trained checkpoint of this model")
 
 
 def _prune(request: ExportRequest, loaded: LoadedWeights, preprocess: Preprocess):
@@ -194,14 +210,5 @@ def _parity_record(build: TargetBuild) -> dict:
             "runtime": build.details.get("parity_runtime")}
 
 
-def _publish(staged: Path, final: Path, manifest: Manifest) -> None:
-    """Manifest first, then the artifact by rename: a visible artifact always has its manifest."""
-    manifest.write(manifest_path(final))
-    if final.is_dir():
-        shutil.rmtree(final)  # directory artifacts (.mlpackage) cannot be replaced by rename
-    shutil.move(str(staged), str(final))
-
-
 def _ensure_dir(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return ensure_output_dir(path)

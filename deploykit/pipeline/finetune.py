@@ -21,6 +21,7 @@ from deploykit import zoo
 from deploykit.core.errors import DeployKitError
 from deploykit.core.fsutil import atomic_path, sha256_file
 from deploykit.core.paths import cache_dir
+from deploykit.core.publish import check_output_file
 from deploykit.data import open_dataset
 from deploykit.data.loader import sample_indices
 from deploykit.data.pixels import load_pixels
@@ -64,6 +65,7 @@ def resume_path(out: Path) -> Path:
 def finetune(request: FinetuneRequest, progress: Callable[[dict], None] | None = None) -> FinetuneOutcome:
     from deploykit.pipeline.evaluate import resolve_data
 
+    check_output_file(request.out, ".safetensors")
     torch.set_num_threads(request.threads)  # the CLI process is ours; the count is an explicit argument
     entry = zoo.get(request.model)
     torch.manual_seed(request.config.seed)  # a from-scratch init is part of the seeded run
@@ -164,6 +166,7 @@ def save_weights(path: Path, model: nn.Module, metadata: dict[str, str], *, dtyp
 
     if dtype not in ("float32", "float16"):
         raise DeployKitError(f"unsupported --save-dtype {dtype!r}", fix="use float32 or float16")
+    check_output_file(path, ".safetensors")
     target = getattr(torch, dtype)
     state = {k: (v.to(target) if v.is_floating_point() else v).detach().contiguous()
              for k, v in model.state_dict().items()}

@@ -25,7 +25,7 @@ from deploykit.core.compare import compare_outputs
 from deploykit.core.devices import Device
 from deploykit.core.errors import DeployKitError
 from deploykit.core.fsutil import sha256_file
-from deploykit.core.manifest import Manifest, manifest_path
+from deploykit.core.manifest import Manifest, verified_manifest
 from deploykit.core.preprocess import Preprocess
 from deploykit.data.datasets import open_dataset
 from deploykit.data.loader import batches as data_batches
@@ -132,7 +132,7 @@ def _load_artifacts(paths: list[Path], device: Device, progress: Progress,
     candidates = []
     for i, (path, name) in enumerate(zip(paths, names)):
         progress(f"loading {name}", i, len(paths))
-        manifest = _read_manifest(path)
+        manifest = verified_manifest(path)  # refuses an artifact its manifest does not describe
         runnable, load_s = runner.load(path, device)
         load_ms = 1e3 * load_s
         preprocess = _artifact_preprocess(path, manifest, runnable)
@@ -143,9 +143,20 @@ def _load_artifacts(paths: list[Path], device: Device, progress: Progress,
         if manifest is None:
             row.notes.append("no manifest beside it: preprocessing from the graph's input shape (scale 1/255), "
                              "no float original to compare with")
+        row.notes += layout_mismatch(manifest, device)
         candidates.append(_Candidate(row, runnable, preprocess, manifest, runner=runner))
     progress("loading", len(paths), len(paths))
     return candidates
+
+
+def layout_mismatch(manifest: Manifest | None, device: Device) -> list[str]:
+    """An int8 file laid out for another runtime runs, but not at its best (or not in int8 at all)."""
+    layout = ((manifest.extra or {}).get("int8") or {}).get("layout") if manifest is not None else None
+    if not layout or device.runtime in layout.get("runtimes", ()):
+        return []
+    made_for = ", ".join(layout["runtimes"])
+    return [f"int8 laid out for {made_for}, run on {device.runtime}: re-export with --device {device.name} for the "
+            f"layout {device.runtime} runs fastest"]
 
 
 def unique_names(paths: list[Path]) -> list[str]:
@@ -158,16 +169,6 @@ def unique_names(paths: list[Path]) -> list[str]:
         depth += 1
 
 
-def _read_manifest(path: Path) -> Manifest | None:
-    file = manifest_path(path)
-    if not file.is_file():
-        return None
-    try:
-        return Manifest.read(file)
-    except (ValueError, TypeError, KeyError) as exc:
-        raise DeployKitError(f"cannot read {file}: {exc}", fix="re-export the artifact") from exc
-
-
 def _artifact_preprocess(path: Path, manifest: Manifest | None, runnable) -> Preprocess:
     if manifest is not None:
         return Preprocess.from_dict(manifest.preprocess)
@@ -175,7 +176,12 @@ def _artifact_preprocess(path: Path, manifest: Manifest | None, runnable) -> Pre
     if session is None:
         raise DeployKitError(f"{path} has no manifest, so its preprocessing is unknown",
                              fix="profile artifacts exported by deploykit (the manifest sits beside them)")
-    return options_preprocess(PreprocessOptions(), list(session.get_inputs()[0].shape))
+    try:
+        return options_preprocess(PreprocessOptions(), list(session.get_inputs()[0].shape))
+    except DeployKitError as exc:  # its fix names eval's --size, an option profile does not have
+        raise DeployKitError(f"{path} has no manifest and {exc.message}",
+                             fix="profile an artifact exported by deploykit (its manifest records the input "
+                                 "size), or give the graph a static square input shape") from None
 
 
 def _size(path: Path) -> int:

@@ -16,7 +16,7 @@ from torch import nn
 
 from deploykit.core.errors import DeployKitError
 from deploykit.core.fsutil import sha256_file
-from deploykit.zoo.checkpoint import load_into, read_state_dict
+from deploykit.zoo.checkpoint import load_into, magnitude_warnings, read_state_dict
 from deploykit.zoo.weights import LoadedWeights
 
 _FORM = "package.module:factory"
@@ -48,8 +48,10 @@ def build_user_model(spec: str, weights: Path | None = None) -> LoadedWeights:
     model = _call(load_factory(spec), spec)
     if weights is None:
         return LoadedWeights(model.eval())
-    load_into(model, read_state_dict(Path(weights)), source=f"weights {weights}")
-    return LoadedWeights(model.eval(), sha256_file(Path(weights)), Path(weights), "training", "own")
+    state = read_state_dict(Path(weights))
+    load_into(model, state, source=f"weights {weights}")
+    return LoadedWeights(model.eval(), sha256_file(Path(weights)), Path(weights), "training", "own",
+                         tuple(magnitude_warnings(state, f"weights {weights}")))
 
 
 def _split(spec: str) -> tuple[str, str]:

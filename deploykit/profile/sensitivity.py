@@ -10,7 +10,8 @@ node n reads
 
 with g a vector input. g = 0 is the float model exactly, g = 1 the int8 model, and the one-hot g = e_n
 quantizes node n alone. One session, one run per node and image: the output noise of each node alone.
-With Q/DQ on op inputs only (deploykit.export.quantize), leaving n in float removes exactly that rounding.
+Leaving n in float (deploykit.export.qdq_graph makes it read its inputs unrounded) removes exactly that
+rounding.
 """
 
 from __future__ import annotations
@@ -47,8 +48,8 @@ class NodeSensitivity:
 
 
 def quantized_nodes(qdq_model, float_model=None) -> list[QuantizedNode]:
-    """Compute nodes of a QDQ graph that read dequantized tensors, with each one's float source: the
-    activation before its QuantizeLinear, or (given the float model) the float weight or bias."""
+    """Compute nodes of a QDQ graph that read dequantized tensors, with the float tensor each reading stands
+    for: the same input slot of the node in the float model (given), else the QuantizeLinear's input."""
     producer = {out: node for node in qdq_model.graph.node for out in node.output}
     float_inputs = {} if float_model is None else {n.name: list(n.input) for n in float_model.graph.node}
     found = []
@@ -66,12 +67,12 @@ def quantized_nodes(qdq_model, float_model=None) -> list[QuantizedNode]:
 
 
 def _float_source(dq, producer: dict, float_inputs: list[str] | None, slot: int) -> str:
-    """The float tensor a DequantizeLinear stands for: the QuantizeLinear's input for an activation,
-    else the same input slot of the node in the float model ("" when unknown)."""
+    """The float model's name for what a DequantizeLinear stands for ("" when unknown). Names, not the
+    Q's input: where the quantizer absorbed a ReLU into a Q, that input is the conv's output before it."""
+    if float_inputs and slot < len(float_inputs):
+        return float_inputs[slot]
     q = producer.get(dq.input[0])
-    if q is not None and q.op_type == "QuantizeLinear":
-        return q.input[0]
-    return float_inputs[slot] if float_inputs and slot < len(float_inputs) else ""
+    return q.input[0] if q is not None and q.op_type == "QuantizeLinear" else ""
 
 
 def node_sensitivity(float_path: Path, qdq_path: Path, batches: Iterable[np.ndarray], *,
@@ -102,33 +103,35 @@ def _run(model: OrtModel, batch: np.ndarray, gates: np.ndarray) -> np.ndarray:
 
 
 def gate(qdq, flt, nodes: list[QuantizedNode], out: Path) -> Path:
-    """Write the gated twin of `qdq` (see the module docstring) to `out`."""
+    """Write the gated twin of `qdq` (see the module docstring) to `out`. The float value of each gated input
+    is found as `export.qdq_graph.FloatTensors` finds it (recomputing an absorbed activation)."""
     import onnx
     from onnx import TensorProto, helper
+
+    from deploykit.export.qdq_graph import FloatTensors
 
     model = onnx.ModelProto()
     model.CopyFrom(qdq)
     graph = model.graph
     graph.input.append(helper.make_tensor_value_info(GATES, TensorProto.FLOAT, [len(nodes)]))
-    constants = {init.name: init for init in flt.graph.initializer}
-    before: dict[str, list] = {}  # node name -> the gating ops it reads, inserted just before it
+    floats = FloatTensors(graph, flt.graph)
+    before: dict[str, tuple] = {}  # node name -> (the ops inserted just before it, its rewired inputs)
     for index, node in enumerate(nodes):
         g = f"{GATES}_{index}"
         graph.initializer.append(helper.make_tensor(f"{g}_index", TensorProto.INT64, [], [index]))
         ops = [helper.make_node("Gather", [GATES, f"{g}_index"], [g], axis=0)]
-        for slot, dequantized, source in node.reads:
-            if source in constants:  # a float weight or bias: copied in under a name of its own
-                original = onnx.TensorProto()
-                original.CopyFrom(constants[source])
-                original.name = source = f"{g}_float{slot}"
-                graph.initializer.append(original)
-            elif not source:
+        rewired = {}
+        for slot, dequantized, name in node.reads:
+            source = floats.get(name) if name else None
+            if not source or source == dequantized:
                 continue  # no float original known: this input stays rounded
             mixed = f"{g}_in{slot}"
-            ops += [helper.make_node("Sub", [dequantized, source], [f"{mixed}_delta"]),
-                    helper.make_node("Mul", [f"{mixed}_delta", g], [f"{mixed}_scaled"]),
-                    helper.make_node("Add", [source, f"{mixed}_scaled"], [mixed])]
-        before[node.name] = (ops, {slot: f"{g}_in{slot}" for slot, _, source in node.reads if source})
+            ops += floats.take_inserted() + [
+                helper.make_node("Sub", [dequantized, source], [f"{mixed}_delta"]),
+                helper.make_node("Mul", [f"{mixed}_delta", g], [f"{mixed}_scaled"]),
+                helper.make_node("Add", [source, f"{mixed}_scaled"], [mixed])]
+            rewired[slot] = mixed
+        before[node.name] = (ops, rewired)
     ordered = []
     for node in graph.node:
         ops, rewired = before.get(node.name, ([], {}))

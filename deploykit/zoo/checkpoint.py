@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import pickletools
 import warnings
@@ -21,7 +22,8 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """The tensors of a checkpoint file, unwrapped (`state_dict`/`model` keys, `module.` prefix)."""
     path = Path(path)
     if not path.is_file():
-        raise DeployKitError(f"weights file not found: {path}", fix="check the --weights path")
+        what = "is not a regular file" if os.path.exists(path) else "not found"
+        raise DeployKitError(f"weights file {what}: {path}", fix="check the --weights path")
     if path.suffix == ".safetensors":
         state = _read_safetensors(path)
     elif path.suffix in PICKLE_SUFFIXES:
@@ -64,8 +66,28 @@ def _read_pickle(path: Path) -> dict:
                              fix="re-download or re-save the checkpoint") from exc
 
 
-# Globals a plain tensor checkpoint legitimately references; anything else could run code when unpickled.
-SAFE_GLOBAL_PREFIXES = ("torch.", "collections.OrderedDict", "_codecs.encode", "numpy.", "builtins.")
+# Globals a plain tensor checkpoint references. Only exact names (and torch's storage and dtype classes):
+# a prefix such as "builtins." would pass builtins.eval, "torch." torch.hub.load.
+SAFE_GLOBALS = frozenset({
+    "collections.OrderedDict", "_codecs.encode", "torch.Size", "torch.device",
+    "torch._utils._rebuild_tensor", "torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_tensor_v3",
+    "torch._utils._rebuild_parameter", "torch._utils._rebuild_parameter_with_state",
+    "torch._utils._rebuild_qtensor", "torch._utils._rebuild_sparse_tensor", "torch._tensor._rebuild_from_type_v2",
+    "torch.nn.parameter.Parameter", "numpy.core.multiarray._reconstruct", "numpy._core.multiarray._reconstruct",
+    "numpy.core.multiarray.scalar", "numpy._core.multiarray.scalar", "numpy.ndarray", "numpy.dtype",
+    *(f"{module}.{name}" for module in ("builtins", "__builtin__")
+      for name in ("set", "frozenset", "slice", "bytearray", "complex", "dict", "list", "tuple", "int", "float",
+                   "bool", "str")),
+})
+
+
+def _is_safe_global(name: str) -> bool:
+    module, _, attr = name.rpartition(".")
+    if name in SAFE_GLOBALS:
+        return True
+    if module == "torch" and (attr.endswith("Storage") or isinstance(getattr(torch, attr, None), torch.dtype)):
+        return True
+    return module == "numpy.dtypes" and attr.endswith("DType")
 
 
 def _unsafe_globals(path: Path) -> list[str]:
@@ -83,7 +105,7 @@ def _unsafe_globals(path: Path) -> list[str]:
                     found.append(f"{strings[-2]}.{strings[-1]}")
         except Exception:  # noqa: BLE001 - a corrupt stream: judge what was read before it broke
             pass
-    return [name for name in found if not name.startswith(SAFE_GLOBAL_PREFIXES)]
+    return list(dict.fromkeys(name for name in found if not _is_safe_global(name)))
 
 
 def _pickle_bytes(path: Path) -> bytes:
@@ -130,8 +152,44 @@ def load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str = "w
     if missing or unexpected or mismatched:
         raise DeployKitError(_mismatch_message(source, missing, unexpected, mismatched, own, state),
                              fix="check that the checkpoint belongs to this model and --num-classes")
+    _check_values(state, own, source)
     model.load_state_dict(state, strict=True)
     return model
+
+
+# Trained weights and BN statistics sit many orders of magnitude below this; a tensor above it is an integer
+# file read as float, a unit mix-up or a diverged run, and overflows fp16 (max 65504) long before.
+ABSURD_MAGNITUDE = 1e6
+
+
+def _check_values(state: dict[str, torch.Tensor], own: dict, source: str) -> None:
+    """Refuse what load_state_dict would accept silently: an integer tensor cast into a float parameter
+    (1e9-sized weights), and NaN or Inf values (every output NaN, blamed later on whatever ran next)."""
+    cast = [f"{k} ({state[k].dtype})" for k in own if own[k].is_floating_point() and not
+            state[k].is_floating_point()]
+    if cast:
+        raise DeployKitError(f"{source}: {len(cast)} float parameters are stored as non-float tensors: "
+                             f"{_preview(cast, 3)}", fix="re-save the checkpoint with its float tensors as float "
+                                                        "(model.state_dict() of the trained model)")
+    broken = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if broken:
+        raise DeployKitError(f"{source}: {len(broken)} tensors hold NaN or Inf values: {_preview(broken, 3)}",
+                             fix="use a checkpoint from before the training run diverged, or re-save it")
+
+
+def magnitude_warnings(state: dict[str, torch.Tensor], source: str) -> list[str]:
+    """A warning naming the tensors whose values are absurdly large (see ABSURD_MAGNITUDE); BN running
+    variances are judged by their square root, the scale they stand for."""
+    huge = []
+    for key, value in state.items():
+        if value.is_floating_point() and value.numel():
+            peak = float(value.detach().abs().max())
+            if (peak ** 0.5 if key.endswith("running_var") else peak) > ABSURD_MAGNITUDE:
+                huge.append(f"{key} (max |x| {peak:.3g})")
+    if not huge:
+        return []
+    return [f"{source}: {len(huge)} tensors hold values above {ABSURD_MAGNITUDE:g}, far beyond trained weights: "
+            f"{_preview(huge, 3)}; check that this is the right file"]
 
 
 def with_bn_counters(state: dict[str, torch.Tensor], own: dict) -> dict[str, torch.Tensor]:

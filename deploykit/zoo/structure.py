@@ -48,15 +48,52 @@ def describe_structure(model: nn.Module, reference: nn.Module, model_name: str) 
 
 
 def apply_structure(model: nn.Module, structure: dict) -> nn.Module:
-    """Resize, in place, the layers `structure` lists (values are re-initialised; load weights next)."""
-    for name, spec in structure.get("layers", {}).items():
+    """Resize, in place, the layers `structure` lists (values are re-initialised; load weights next).
+
+    The structure comes from a file, so it is checked against the model first: every entry names a layer
+    of the model, of the same type, with positive integer widths no larger than that layer's (pruning only
+    ever removes channels; a 1 MB header once asked for 14.4 GB of weights) and groups that divide them."""
+    layers = structure.get("layers", {}) if isinstance(structure, dict) else None
+    if not isinstance(layers, dict):
+        raise _bad_structure("it is not {\"model\": ..., \"layers\": {name: spec}}")
+    for name, spec in layers.items():
         try:
-            old = model.get_submodule(name)
+            old = model.get_submodule(name) if isinstance(name, str) and name else None
         except AttributeError:
+            old = None
+        if old is None:
             raise DeployKitError(f"the checkpoint's structure names a layer {name!r} this model does not have",
-                                 fix=f"rebuild with the model it was pruned from ({structure.get('model')})") from None
+                                 fix=f"rebuild with the model it was pruned from ({structure.get('model')})")
+        _check_spec(old, spec, name)
         _replace(model, name, _resized(old, spec, name))
     return model
+
+
+def _check_spec(old: nn.Module, spec: object, name: str) -> None:
+    original = layer_spec(old)
+    if original is None or not isinstance(spec, dict) or set(spec) != set(original):
+        raise _bad_structure(f"layer {name}: {_short(spec)} does not describe a {type(old).__name__} "
+                             f"(expected the keys of {original})")
+    if spec["type"] != original["type"]:
+        return  # _resized names the type mismatch
+    for key, limit in original.items():
+        value = spec[key]
+        if key != "type" and not (isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= limit):
+            raise _bad_structure(f"layer {name}: {key} {_short(value)} is not a width between 1 and the "
+                                 f"unpruned model's {limit}")
+    if "groups" in spec and (spec["in"] % spec["groups"] or spec["out"] % spec["groups"]):
+        raise _bad_structure(f"layer {name}: groups {spec['groups']} does not divide in {spec['in']} and out "
+                             f"{spec['out']}")
+
+
+def _bad_structure(what: str) -> DeployKitError:
+    return DeployKitError(f"the checkpoint's {STRUCTURE_KEY} header is invalid: {what}",
+                          fix="use the weights file `deploykit prune` or `deploykit finetune` wrote, unedited")
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _resized(old: nn.Module, spec: dict, name: str) -> nn.Module:
@@ -101,9 +138,14 @@ def read_metadata(path: Path) -> dict[str, str]:
 
 
 def read_structure(path: Path) -> dict | None:
-    """The pruned structure stored with the weights at `path`, if any."""
+    """The pruned structure stored with the weights at `path`, if any (checked by `apply_structure`)."""
     text = read_metadata(path).get(STRUCTURE_KEY)
-    return None if text is None else json.loads(text)
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:  # RecursionError: JSON nested thousands deep
+        raise _bad_structure(f"not JSON ({type(exc).__name__})") from None
 
 
 def build_model(name: str, weights: Path | None = None, *, pretrained: bool = False,

@@ -95,8 +95,11 @@ def preprocess_from_config(cfg: dict) -> Preprocess:
                       mean=tuple(cfg.get("mean", Preprocess().mean)), std=tuple(cfg.get("std", Preprocess().std)))
 
 
-def load_weights(model, path: Path):
-    """A local timm checkpoint (safetensors, or a weights-only pickle) loaded strictly into `model`."""
-    from deploykit.zoo.checkpoint import load_into, read_state_dict
+def load_weights(model, path: Path) -> list[str]:
+    """A local timm checkpoint (safetensors, or a weights-only pickle) loaded strictly into `model`; the
+    warnings about its values (absurd magnitudes) for the user to see."""
+    from deploykit.zoo.checkpoint import load_into, magnitude_warnings, read_state_dict
 
-    return load_into(model, read_state_dict(Path(path)), source=f"weights {path}")
+    state = read_state_dict(Path(path))
+    load_into(model, state, source=f"weights {path}")
+    return magnitude_warnings(state, f"weights {path}")

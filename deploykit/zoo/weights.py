@@ -15,7 +15,7 @@ from torch import nn
 
 from deploykit.core.errors import DeployKitError
 from deploykit.core.fsutil import sha256_file
-from deploykit.zoo.checkpoint import load_into, read_state_dict, with_bn_counters
+from deploykit.zoo.checkpoint import load_into, magnitude_warnings, read_state_dict, with_bn_counters
 from deploykit.zoo.layouts import OWN, Layout
 
 if TYPE_CHECKING:
@@ -32,6 +32,7 @@ class LoadedWeights(NamedTuple):
     path: Path | None = None  # None: a random init
     form: str = "training"  # "deploy": the checkpoint was fused already, and so is `model`
     layout: str | None = None  # the name of the layout whose keys matched
+    warnings: tuple[str, ...] = ()  # about the values (absurd magnitudes), for the user to see
 
 
 def load_weights(entry: ModelEntry, model: nn.Module, path: Path | None = None, *,
@@ -50,7 +51,8 @@ def load_weights(entry: ModelEntry, model: nn.Module, path: Path | None = None, 
         _raise_mismatch(model, state, layouts, path)
     target, form, layout, adapted = found
     load_into(target, adapted, source=f"weights {path} ({layout.name} layout, {form} form)")
-    return LoadedWeights(target.eval(), sha256_file(path), path, form, layout.name)
+    warnings = tuple(magnitude_warnings(adapted, f"weights {path}"))
+    return LoadedWeights(target.eval(), sha256_file(path), path, form, layout.name, warnings)
 
 
 def _released_weights(entry: ModelEntry) -> Path:

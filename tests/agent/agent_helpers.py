@@ -43,7 +43,7 @@ def agent_thread(store: Path, **config) -> Iterator[RunningAgent]:
     """The agent app served by uvicorn in a thread, on a socket bound here (no free-port race)."""
     import uvicorn
 
-    from deploykit.agent.server import ServeConfig, create_app
+    from deploykit.agent.server import ServeConfig, create_app, uvicorn_config
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -51,8 +51,7 @@ def agent_thread(store: Path, **config) -> Iterator[RunningAgent]:
     port = sock.getsockname()[1]
     settings = ServeConfig(store=store, token=TOKEN, port=port, **config)
     app = create_app(settings)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_keep_alive=5,
-                                           limit_concurrency=128))
+    server = uvicorn.Server(uvicorn_config(app, settings, log_level="warning"))  # the agent's own settings
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + START_TIMEOUT_S

@@ -74,7 +74,7 @@ def test_past_the_queue_timeout_requests_get_a_clear_busy_answer(tmp_path, tiny_
         busy = next(r for r in responses if r.status_code == 503)
         assert busy.json()["detail"]["error"].startswith("busy") and busy.headers["retry-after"]
         assert all(r.json()["latency"][0]["runs"] == 5 for r in responses if r.status_code == 200)
-        assert httpx.get(f"{agent.url}/health").json()["busy"] is False
+        assert httpx.get(f"{agent.url}/info", headers=agent.headers).json()["busy"] is False
         assert _measure(agent, model).status_code == 200, "the agent still works afterwards"
     assert overlap_probe["peak"] == 1
 

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from agent_helpers import TOKEN, agent_thread
 
+from deploykit.agent.store import MARKER
 from deploykit.agent.wire import npy_bytes
 
 ZERO_SHA = "0" * 64
@@ -40,7 +41,7 @@ def _raw(agent, method: str, path: str, body: bytes = b"", headers: dict | None 
 def _stored_files(agent) -> list[str]:
     """Every file in the store but the agent's lock file."""
     return sorted(str(p.relative_to(agent.store)) for p in agent.store.rglob("*")
-                  if p.is_file() and p.name != "agent.lock")
+                  if p.is_file() and p.name not in ("agent.lock", MARKER))
 
 
 def _load_tiny(agent, tiny_onnx: Path) -> str:
@@ -49,14 +50,17 @@ def _load_tiny(agent, tiny_onnx: Path) -> str:
         return client.load(sha, {"runtime": "onnxruntime", "threads": 1})["model"]
 
 
-def test_health_needs_no_token_and_says_what_runs_here(agent):
-    health = httpx.get(f"{agent.url}/health").json()
-    assert health["ok"] and health["runtimes"]["onnxruntime"]["available"]
-    assert health["runtimes"]["onnxruntime"]["version"]
-    assert {"os", "cpu", "accelerators", "machine"} <= set(health["device"])
+def test_health_needs_no_token_and_says_only_that_it_is_alive(agent):
+    """Without a token /health showed OS, kernel, CPU and versions (issue 15, item 10): liveness only now;
+    what the device is and runs is for clients with the token."""
+    assert httpx.get(f"{agent.url}/health").json() == {"ok": True, "protocol": 1}
+    info = httpx.get(f"{agent.url}/info", headers=agent.headers).json()
+    assert info["runtimes"]["onnxruntime"]["available"] and info["runtimes"]["onnxruntime"]["version"]
+    assert {"os", "cpu", "accelerators", "machine"} <= set(info["device"])
+    assert info["max_upload_bytes"] == 1024 * 2**20
 
 
-ENDPOINTS = [("HEAD", f"/artifacts/{ZERO_SHA}"), ("GET", f"/artifacts/{ZERO_SHA}"),
+ENDPOINTS = [("GET", "/info"), ("HEAD", f"/artifacts/{ZERO_SHA}"), ("GET", f"/artifacts/{ZERO_SHA}"),
              ("PUT", f"/artifacts/{hashlib.sha256(b'x').hexdigest()}"), ("POST", "/models"),
              ("POST", f"/models/{ZERO_SHA}/run"), ("POST", "/measure")]
 BAD_AUTH = {"missing": None, "wrong": f"Bearer {TOKEN[:-1]}x", "wrong scheme": f"Basic {TOKEN}",

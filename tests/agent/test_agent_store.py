@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from deploykit.agent.store import ArtifactStore, StoreError
+from deploykit.agent.store import MARKER, ArtifactStore, StoreError
+from deploykit.core.errors import DeployKitError
 from deploykit.agent.wire import WireError, extract_checked, pack_directory, safe_members
 
 SHA_A = "a" * 64
@@ -41,7 +42,8 @@ def _ingest(store: ArtifactStore, blob: bytes, sha: str | None = None):
 
 
 def _files(root: Path) -> list[str]:
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+    """Every file under `root` but the store's marker."""
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and p.name != MARKER)
 
 
 @pytest.mark.parametrize("members", [
@@ -181,3 +183,46 @@ def test_a_tensorrt_bundle_gets_its_engine_built_here_with_our_file_names(tmp_pa
     assert store.runnable_path(stored, "tensorrt") == path and len(built) == 1, "built once"
     assert store.runnable_path(stored, "onnxruntime") == stored.path / "model.onnx"
     assert not (tmp_path / "evil.engine").exists()
+
+
+def _git_like(root: Path) -> dict[str, bytes]:
+    """A folder someone cares about, with the store's own subfolder names in it (a bare git repository)."""
+    files = {"HEAD": b"ref: refs/heads/main\n", "objects/ab/cdef0123": b"blob", "tmp/notes.txt": b"mine",
+             "engines/car.txt": b"v8"}
+    for name, data in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+    return files
+
+
+def test_a_foreign_folder_is_never_swept(tmp_path):
+    """`--store DIR` on an existing folder deleted its tmp/, objects/ and engines/ at start-up: it destroyed
+    a git repository's objects (issue 15, item 9). A non-empty folder without the marker is refused."""
+    files = _git_like(tmp_path / "repo")
+    with pytest.raises(DeployKitError) as err:
+        ArtifactStore(tmp_path / "repo").sweep()
+    assert "not an agent store" in err.value.message and "new or empty folder" in err.value.fix
+    assert {str(p.relative_to(tmp_path / "repo")): p.read_bytes() for p in (tmp_path / "repo").rglob("*")
+            if p.is_file()} == files
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(DeployKitError, match="is a file"):
+        ArtifactStore(tmp_path / "file")
+
+
+def test_a_new_or_empty_folder_becomes_a_store_and_stays_one(tmp_path):
+    (tmp_path / "empty").mkdir()
+    for root in (tmp_path / "empty", tmp_path / "new" / "store"):
+        store = ArtifactStore(root)
+        assert (root / MARKER).is_file()
+        kept = _ingest(store, b"bytes")
+        (store.tmp / "upload-1.part").write_bytes(b"left")
+        assert ArtifactStore(root).sweep() == ["upload-1.part"] and ArtifactStore(root).find(kept.sha256)
+
+
+def test_a_store_of_an_older_agent_is_adopted(tmp_path):
+    root = tmp_path / "old"
+    for name in ("objects", "engines", "tmp"):
+        (root / name).mkdir(parents=True)
+    (root / "agent.lock").write_text("")
+    ArtifactStore(root)
+    assert (root / MARKER).is_file()

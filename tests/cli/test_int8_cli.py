@@ -71,3 +71,59 @@ def test_int8_options_reach_the_manifest_and_eval_excludes_calibration(data_dir,
 def test_calib_without_int8_for_onnx_is_refused(data_dir, tmp_path):
     done = run_cli("export", MODEL, "--calib", "cifar10/train", "--out", str(tmp_path / "out"), cwd=tmp_path)
     assert done.returncode != 0 and "--calib only apply to int8" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("device, layout", [("host-cpu-openvino", "openvino"), (None, "onnxruntime")])
+def test_device_picks_the_layout_and_int8_is_timed_there(data_dir, tmp_path, device, layout):
+    pytest.importorskip("openvino")
+    extra = ["--device", device] if device else []
+    done = run_cli("export", MODEL, "--int8", "--calib", str(data_dir / "cifar10" / "train"), "--calib-size", "96",
+                   *extra, "--out", str(tmp_path), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    from deploykit.core.manifest import Manifest, manifest_path
+
+    record = Manifest.read(manifest_path(tmp_path / f"{MODEL}.int8.onnx")).extra["int8"]
+    assert record["layout"]["name"] == layout
+    assert record["made_for"]["device"] == (device or "host-cpu-ort")
+    speed = record["speed"]
+    assert speed["measured"] and speed["float_ms"] > 0 and speed["int8_ms"] > 0
+    assert f"int8 laid out for {record['made_for']['runtime']}" in done.stdout
+    assert "int8 speed on" in done.stdout + done.stderr or "NOT faster" in done.stdout + done.stderr
+
+
+def test_require_faster_refuses_what_was_not_measured_faster():
+    """A measured int8 that is not faster than float (or unstable, or unmeasured) fails --require-faster."""
+    from deploykit.core.errors import DeployKitError
+    from deploykit.pipeline.targets.speed import SpeedCheck, require_faster
+
+    slower = SpeedCheck("host-cpu-ort", "onnxruntime", float_ms=1.0, int8_ms=1.5, runs=20, unstable=False,
+                        precision_used="int8 (QDQ); ORT ran mixed")
+    with pytest.raises(DeployKitError, match="int8 is NOT faster on host-cpu-ort.*ratio 1.50"):
+        require_faster(slower)
+    unstable = SpeedCheck("host-cpu-ort", "onnxruntime", 1.0, 0.5, 20, True, "int8")
+    with pytest.raises(DeployKitError, match="unstable"):
+        require_faster(unstable)
+    require_faster(SpeedCheck("host-cpu-ort", "onnxruntime", 1.0, 0.5, 20, False, "int8"))  # faster: passes
+    with pytest.raises(DeployKitError, match="could not be timed"):
+        require_faster(None, "no runtime")
+
+
+def test_device_without_qdq_runtime_is_refused(data_dir, tmp_path):
+    done = run_cli("export", MODEL, "--int8", "--calib", str(data_dir / "cifar10" / "train"), "--device",
+                   "mac-m1-coreml", "--out", str(tmp_path / "o"), cwd=tmp_path)
+    assert done.returncode == 2 and "takes no int8 QDQ ONNX" in done.stderr and "--target coreml" in done.stderr
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").rglob("*"))
+
+
+def test_profile_warns_when_int8_runs_on_a_runtime_it_was_not_laid_out_for():
+    from deploykit.core.devices import load_device
+    from deploykit.core.manifest import Manifest
+    from deploykit.pipeline.profile import layout_mismatch
+
+    manifest = Manifest(model="m", target="onnx", artifact="m.int8.onnx", weights_sha256="x", preprocess={},
+                        input_shape=[1, 3, 32, 32], passes=[], parent={}, precision="int8",
+                        extra={"int8": {"layout": {"name": "tensorrt", "runtimes": ["tensorrt"]}}})
+    notes = layout_mismatch(manifest, load_device("host-cpu-ort"))
+    assert notes and "laid out for tensorrt, run on onnxruntime" in notes[0] and "--device host-cpu-ort" in notes[0]
+    manifest.extra["int8"]["layout"]["runtimes"] = ["onnxruntime"]
+    assert layout_mismatch(manifest, load_device("host-cpu-ort")) == []

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -107,6 +108,21 @@ def test_bad_recipe_is_one_message_with_key_and_line(checked, tmp_path, edit, ex
         assert result.returncode == 2, result.stderr
         assert "Traceback" not in result.stderr and expected in result.stderr
         assert result.stderr.count("error:") == 1
+
+
+
+def test_a_damaged_cached_measurement_is_measured_again(checked):
+    """A measurement file holding `{}` failed every run ("internal error", exit 3) until deleted by hand
+    (issue 15, item 13). It is measured again and overwritten."""
+    work, _, _ = checked
+    files = sorted((work / ".deploykit-cache" / "measurements").glob("*.json"))
+    assert files
+    for file in files:
+        file.write_text("{}")
+    again = deploykit("run", "small.yaml", cwd=work)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "internal error" not in again.stderr
+    assert all(json.loads(f.read_text())["measurement"]["stage"] for f in files)
 
 
 @pytest.mark.slow

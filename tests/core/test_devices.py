@@ -147,3 +147,13 @@ def test_remote_device_whose_listener_is_not_an_agent_is_not_silently_run_here(t
 
 def test_local_device_is_reached():
     reach_device(load_device("host-cpu-ort"))
+
+
+def test_a_local_device_that_names_an_agent_is_refused(tmp_path):
+    """It was profiled on this host, silently, and a wrong token still exited 0 (issue 15, item 2)."""
+    path = write(tmp_path, "runtime: onnxruntime\nlocation: local\nagent: {url: 'http://127.0.0.1:9'}\n",
+                 "pi.yaml")
+    with pytest.raises(ConfigError) as err:
+        load_device(path)
+    assert f"{path}:1:" in err.value.message and "location: local" in err.value.message
+    assert "location: remote" in err.value.fix

@@ -93,3 +93,34 @@ def test_palette_and_alpha_images_are_converted():
     image = Image.new("RGBA", (4, 4), (200, 100, 50, 0)).convert("P")
     out = preprocess_image(image, Preprocess(input_size=4, resize=None))
     assert out.shape == (3, 4, 4) and np.isfinite(out).all()
+
+
+def test_a_16_bit_png_keeps_its_levels(tmp_path):
+    """Pillow's convert clipped 16-bit grey to 255: a gradient became near white (issue 15, item 5)."""
+    from deploykit.data.datasets import read_image
+
+    levels = np.linspace(0, 65535, 64).astype(np.uint16).reshape(8, 8)
+    Image.fromarray(levels).save(tmp_path / "g16.png")
+    image = read_image(tmp_path / "g16.png")
+    assert image.mode.startswith("I")  # what Pillow decodes a 16-bit grey PNG to
+    for channels in ("RGB", "L"):
+        out = preprocess_image(image, Preprocess(input_size=8, resize=None, channels=channels, scale=1.0,
+                                                 mean=(0.0,) * (1 if channels == "L" else 3),
+                                                 std=(1.0,) * (1 if channels == "L" else 3)))
+        expected = np.round(levels / 257.0)
+        assert np.abs(out - expected).max() <= 0.5, channels  # every channel, every pixel: level / 257
+        assert out.min() == 0 and out.max() == 255
+
+
+def test_float_and_32_bit_images_are_refused_naming_the_file(tmp_path):
+    """A float TIFF in [0, 1] went black through convert; its range cannot be known, so it is refused."""
+    from deploykit.data import batches, open_dataset
+
+    (tmp_path / "cls").mkdir()
+    Image.fromarray(np.full((8, 8), 0.5, np.float32), mode="F").save(tmp_path / "cls" / "a.tif")
+    with pytest.raises(DeployKitError) as err:
+        next(batches(open_dataset(tmp_path), Preprocess(input_size=8, resize=None), 1))
+    assert "a.tif" in err.value.message and "32-bit float pixels" in err.value.message
+    assert "8- or 16-bit" in err.value.fix
+    with pytest.raises(DeployKitError, match="32-bit integer pixels"):
+        preprocess_image(Image.fromarray(np.full((8, 8), 300, np.int32)), Preprocess(input_size=8, resize=None))

@@ -86,7 +86,32 @@ def test_dynamic_batch_runs_at_any_batch_and_int8_refuses_it(tmp_path):
     batched = single.run(x)
     one_by_one = np.concatenate([single.run(x[i:i + 1]) for i in range(5)])
     assert batched.shape == (5, 10) and compare_outputs(one_by_one, batched, "fp32")
-    with pytest.raises(DeployKitError, match="--dynamic-batch is not supported with --int8"):
+    with pytest.raises(DeployKitError, match="--dynamic-batch is fp32 only"):
         export(ExportRequest(model="resnet20_cifar", out_dir=tmp_path / "q", random_init=True,
                              options={"dynamic_batch": True, "int8": True, "calib": tmp_path}))
     assert not (tmp_path / "q" / "resnet20_cifar.int8.onnx").exists()
+
+
+def test_fp16_is_a_precision_of_the_onnx_target(data_dir, tmp_path):
+    """--precision fp16: an fp16 graph with fp32 inputs/outputs, its own file name, fp16 parity vs PyTorch
+    (released resnet20 weights: trained activations, as fp16 meets them in deployment)."""
+    outcome = export(ExportRequest(model="resnet20_cifar", out_dir=tmp_path / "out", options={"precision": "fp16"}))
+    assert outcome.artifact.name == "resnet20_cifar.fp16.onnx" and outcome.manifest.precision == "fp16"
+    model = onnx.load(str(outcome.artifact))
+    weight_types = {i.data_type for i in model.graph.initializer if i.data_type in (1, 10)}
+    assert weight_types == {onnx.TensorProto.FLOAT16}
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    parity = outcome.build.parity
+    assert parity.passed and parity.precision == "fp16" and outcome.build.details["float_parity"]["passed"]
+    assert "fp16_range" in outcome.build.details
+
+
+def test_onnx_precision_mistakes_are_one_message(tmp_path):
+    from deploykit.core.errors import DeployKitError
+
+    for options, message in (({"precision": "int4"}, "invalid --precision int4"),
+                             ({"precision": "fp16", "int8": True}, "contradict"),
+                             ({"calib_method": "minmax"}, "only apply to int8")):
+        with pytest.raises(DeployKitError, match=message):
+            export(ExportRequest(model="resnet20_cifar", random_init=True, out_dir=tmp_path, options=options))
+    assert not any(tmp_path.rglob("*.onnx"))

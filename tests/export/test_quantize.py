@@ -1,5 +1,6 @@
-"""int8 QDQ quantization: the adapter's format (symmetric int8, Q/DQ on op inputs only, layers left in
-float), the weight-range readiness check, the per-node sensitivity ranking, the candidate search with
+"""int8 QDQ quantization: the adapter's layouts (ONNX Runtime's u8 with Q/DQ on outputs too; TensorRT's
+symmetric s8 on op inputs only), one calibration pass for every method (equal to ONNX Runtime's own
+calibrators), layers left in float, the weight-range readiness check, the per-node sensitivity ranking, the candidate search with
 its accuracy budget, and the real-data acceptance (resnet on CIFAR-10; EfficientNet-Lite0 is slow)."""
 
 from __future__ import annotations
@@ -17,15 +18,17 @@ from onnx import numpy_helper
 from PIL import Image
 from torch import nn
 
+from deploykit.core.compare import compare_outputs
 from deploykit.core.errors import DeployKitError
 from deploykit.core.preprocess import Preprocess
 from deploykit.export.int8_readiness import SPREAD_LIMIT, check_weight_ranges, layer_names
 from deploykit.export.onnx import export_onnx
-from deploykit.export.quantize import Int8Quantizer, QuantizeConfig, _ChunkReader, prepare_for_quantization
+from deploykit.export.qdq_layout import LAYOUTS
+from deploykit.export.quantize import Int8Quantizer, QuantizeConfig, prepare_for_quantization
 from deploykit.passes.runner import run_passes
 from deploykit.pipeline.export import DEPLOY_PASSES, ExportRequest, export, probe_batch
-from deploykit.pipeline.quantize import build_int8, int8_options
 from deploykit.pipeline.targets import ExportContext
+from deploykit.pipeline.targets.int8 import build_int8, int8_options
 from deploykit.pipeline.targets.onnx import build_float_onnx
 from deploykit.profile.sensitivity import node_sensitivity, quantized_nodes
 from deploykit.runtimes.onnxruntime import OrtModel
@@ -86,26 +89,90 @@ def calibration_batches(n: int = 24) -> list[np.ndarray]:
 
 # --- the adapter ----------------------------------------------------------------------------------
 
-def test_qdq_is_symmetric_int8_on_op_inputs_only(float_onnx, tmp_path):
-    out = Int8Quantizer(float_onnx, calibration_batches(), workdir=tmp_path).quantize(QuantizeConfig(), tmp_path / "q.onnx")
-    model = onnx.load(str(out))
-    inits = {i.name: i for i in model.graph.initializer}
-    dq_points = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
-    zero_points = [numpy_helper.to_array(inits[n.input[2]]) for n in dq_points if len(n.input) > 2]
-    assert zero_points and all(z.dtype in (np.int8, np.int32) and not z.any() for z in zero_points)  # S8S8
+def _qdq(path: Path):
+    model = onnx.load(str(path))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     producers = {o: n.op_type for n in model.graph.node for o in n.output}
     quantized = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
-    # Q/DQ only where an op reads: no QuantizeLinear directly on a Conv/Gemm output (ReLU stays fused)
+    return model, inits, producers, quantized
+
+
+def test_tensorrt_layout_is_symmetric_s8_on_op_inputs_only(float_onnx, tmp_path):
+    out = Int8Quantizer(float_onnx, calibration_batches(), workdir=tmp_path, layout=LAYOUTS["tensorrt"]).quantize(
+        QuantizeConfig(), tmp_path / "q.onnx")
+    model, inits, producers, quantized = _qdq(out)
+    zero_points = [inits[n.input[2]] for n in model.graph.node
+                   if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 2]
+    assert zero_points and all(z.dtype in (np.int8, np.int32) and not z.any() for z in zero_points)  # S8S8
+    # Q/DQ only where an op reads: no QuantizeLinear directly on a Conv/Gemm output (ReLU stays in float)
     assert quantized and all(producers.get(n.input[0]) not in ("Conv", "Gemm") for n in quantized)
     assert {n.op_type for n in quantized_nodes(model)} >= {"Conv", "Gemm"}
-    weight_scale = numpy_helper.to_array(inits["conv2.weight_scale"])
-    assert weight_scale.shape == (8,)  # per-channel by default
+    assert inits["conv2.weight_scale"].shape == (8,)  # per-channel by default
 
 
-def test_methods_share_one_calibration_and_exclusion_keeps_a_node_float(float_onnx, tmp_path):
-    quantizer = Int8Quantizer(float_onnx, calibration_batches(), workdir=tmp_path)
+def test_onnxruntime_layout_is_u8_with_quantized_outputs_and_fuses_in_ort(float_onnx, tmp_path):
+    out = Int8Quantizer(float_onnx, calibration_batches(), workdir=tmp_path).quantize(QuantizeConfig(),
+                                                                                       tmp_path / "q.onnx")
+    model, inits, producers, quantized = _qdq(out)
+    activations = [inits[n.input[2]] for n in quantized if n.input[0] not in inits]
+    assert activations and all(z.dtype == np.uint8 for z in activations)  # u8 activations
+    assert inits["conv2.weight_zero_point"].dtype == np.int8 and not inits["conv2.weight_zero_point"].any()
+    assert any(producers.get(n.input[0]) == "Conv" for n in quantized)  # conv outputs are quantized
+    assert "Relu" not in producers.values()  # ReLU absorbed into the u8 range (zero point at 0)
+    record = OrtModel(out).precision_record()
+    assert record["summary"] == "int8" and record["int8_ops"].get("QLinearConv") == 3, record
+
+
+def test_openvino_layout_is_nncf_placement_u8_where_never_negative(float_onnx, tmp_path):
+    out = Int8Quantizer(float_onnx, calibration_batches(), workdir=tmp_path, layout=LAYOUTS["openvino"]).quantize(
+        QuantizeConfig(), tmp_path / "q.onnx")
+    model, inits, producers, quantized = _qdq(out)
+    kinds = {(producers.get(n.input[0], "input"), inits[n.input[2]].dtype.name, int(inits[n.input[2]].max()))
+             for n in quantized if n.input[0] not in inits}
+    assert ("Relu", "uint8", 0) in kinds  # post-ReLU: u8 with zero point 0
+    assert ("input", "int8", 0) in kinds  # the signed input: symmetric s8
+    assert all(z == 0 for _, _, z in kinds) and all(p not in ("Conv", "Gemm") for p, _, _ in kinds)  # inputs only
+    assert OrtModel(out).run(calibration_batches(1)[0]).shape == (1, 10)
+
+
+def test_one_pass_ranges_equal_onnx_runtimes_own_calibrators(float_onnx, tmp_path):
+    """Every method's ranges from one pass are exactly what ORT's calibrator for that method computes."""
+    from onnxruntime.quantization import CalibrationMethod
+    from onnxruntime.quantization.calibrate import create_calibrator
+
+    from deploykit.export.calibrate import collect_ranges, quiet
+
+    batches = calibration_batches(40)
+    ours = collect_ranges(float_onnx, batches, workdir=tmp_path, input_name="input",
+                          methods=("minmax", "entropy", "percentile"))
+    for name, method in (("minmax", CalibrationMethod.MinMax), ("entropy", CalibrationMethod.Entropy),
+                         ("percentile", CalibrationMethod.Percentile)):
+        calibrator = create_calibrator(float_onnx, [], augmented_model_path=str(tmp_path / f"{name}.onnx"),
+                                       calibrate_method=method)
+        for start in range(0, len(batches), 16):  # ORT's strided collection, chunk by chunk like ours
+            with quiet():
+                calibrator.collect_data(_Reader(batches[start:start + 16]))
+        theirs = calibrator.compute_data()
+        assert set(theirs.data) == set(ours[name].data)
+        for tensor, data in theirs.data.items():
+            np.testing.assert_array_equal(np.asarray(data.range_value), np.asarray(ours[name].data[tensor].range_value))
+
+
+class _Reader:
+    def __init__(self, batches):
+        self.items = [{"input": b} for b in batches]
+
+    def get_next(self):
+        return self.items.pop(0) if self.items else None
+
+
+@pytest.mark.parametrize("layout", ["onnxruntime", "tensorrt"])
+def test_methods_share_one_calibration_and_exclusion_keeps_a_node_float(float_onnx, tmp_path, layout):
+    """A node left in float reads float weights and an unrounded input, in either placement."""
+    quantizer = Int8Quantizer(float_onnx, calibration_batches(), workdir=tmp_path, layout=LAYOUTS[layout])
     per_tensor = quantizer.quantize(QuantizeConfig("minmax", per_channel=False), tmp_path / "pt.onnx")
-    assert (tmp_path / f"ranges-minmax-{quantizer.key}.json").is_file()  # later candidates reuse the ranges
+    for method in ("minmax", "entropy", "percentile"):  # one pass wrote every method's ranges
+        assert (tmp_path / f"ranges-{method}-{quantizer.key}.json").is_file()
     assert numpy_helper.to_array({i.name: i for i in onnx.load(str(per_tensor)).graph.initializer}
                                  ["conv2.weight_scale"]).size == 1
     conv2 = next(n.name for n in onnx.load(str(float_onnx)).graph.node if n.input[1:2] == ["conv2.weight"])
@@ -113,21 +180,22 @@ def test_methods_share_one_calibration_and_exclusion_keeps_a_node_float(float_on
     nodes = {n.name: n for n in onnx.load(str(kept)).graph.node}
     assert nodes[conv2].input[1] == "conv2.weight"  # float weights, read directly
     assert conv2 not in {n.name for n in quantized_nodes(onnx.load(str(kept)))}
-    ref, out = OrtModel(float_onnx), OrtModel(kept)
-    x = calibration_batches(1)[0]
-    assert np.abs(ref.run(x) - out.run(x)).max() < 0.1 * np.abs(ref.run(x)).max()
+    producers = {o: n.op_type for n in nodes.values() for o in n.output}
+    assert producers[nodes[conv2].input[0]] == "Relu"  # the float ReLU output (recomputed where absorbed)
+    onnx.checker.check_model(onnx.load(str(kept)), full_check=True)
 
 
-def test_chunk_reader_feeds_every_batch_once_chunk_by_chunk():
-    batches = calibration_batches(40)
-    reader = _ChunkReader(batches, "input")
-    assert len(reader) == 3  # 16 + 16 + 8 images
-    seen = []
-    for k in range(len(reader)):
-        reader.set_range(k, k + 1)
-        while (item := reader.get_next()) is not None:
-            seen.append(item["input"])
-    assert len(seen) == 40 and all(a is b for a, b in zip(seen, batches))
+@pytest.mark.parametrize("layout", ["onnxruntime", "openvino", "tensorrt"])
+def test_every_node_left_in_float_is_the_float_model(float_onnx, tmp_path, layout):
+    """The exclusion's semantics, end to end: with every quantized node left in float, nothing is rounded
+    any more, so the file computes the float model (no absorbed ReLU lost, no stray Q/DQ on an output)."""
+    quantizer = Int8Quantizer(float_onnx, calibration_batches(), workdir=tmp_path, layout=LAYOUTS[layout])
+    full = quantizer.quantize(QuantizeConfig(), tmp_path / "full.onnx")
+    every = tuple(n.name for n in quantized_nodes(onnx.load(str(full))))
+    kept = quantizer.quantize(QuantizeConfig(exclude=every), tmp_path / "none.onnx")
+    for x in calibration_batches(4):
+        reference = OrtModel(float_onnx).run(x)
+        assert compare_outputs(reference, OrtModel(kept).run(x), "fp32"), layout
 
 
 def test_unknown_method_is_a_clear_error(float_onnx, tmp_path):
@@ -168,7 +236,7 @@ def test_sensitivity_ranks_the_layer_whose_rounding_hurts_most_first(tmp_path):
 
 @pytest.mark.parametrize("options, message", [
     ({"calib": Path("x")}, "--calib only apply to int8"),
-    ({"int8": True}, "--int8 needs calibration images"),
+    ({"int8": True}, "int8 needs calibration images"),
     ({"int8": True, "calib": Path("x"), "calib_method": "kl"}, "invalid --calib-method kl"),
     ({"int8": True, "calib": Path("x"), "per_channel": "yes"}, "invalid --per-channel yes"),
     ({"int8": True, "calib": Path("x"), "accuracy_budget": -1.0}, "negative"),
@@ -183,7 +251,7 @@ def test_budget_keeps_the_most_sensitive_layers_float(tmp_path):
     calib = noise_images(tmp_path / "calib", 48)
     ctx = context_for(Tiny(outlier=300.0), calib=calib, calib_size=48, per_channel="off", calib_method="minmax",
                       accuracy_budget=0.0)
-    build = build_int8(ctx, tmp_path / "tiny.int8.onnx", export_float=build_float_onnx)
+    build = build_int8(ctx, tmp_path / "tiny.int8.onnx", build_float_onnx, layout=LAYOUTS["onnxruntime"])
     record = build.details["int8"]
     assert record["candidates"][0]["loss_points"] > 0  # the full-int8 candidate broke the budget
     assert record["chosen"]["loss_points"] <= 0 and record["kept_float"]
@@ -194,15 +262,15 @@ def test_budget_keeps_the_most_sensitive_layers_float(tmp_path):
 
 
 def test_budget_out_of_reach_fails_and_writes_nothing(tmp_path, monkeypatch):
-    import deploykit.pipeline.quantize as pq
+    import deploykit.pipeline.targets.int8_search as search
 
-    monkeypatch.setattr(pq, "EXCLUSION_STEPS", (1,))
+    monkeypatch.setattr(search, "EXCLUSION_STEPS", (1,))
     calib = noise_images(tmp_path / "calib", 48)
     ctx = context_for(Tiny(outlier=300.0), calib=calib, calib_size=48, per_channel="off", calib_method="minmax",
                       accuracy_budget=0.0)
     staged = tmp_path / "tiny.int8.onnx"
     with pytest.raises(DeployKitError, match="over the accuracy budget"):
-        build_int8(ctx, staged, export_float=build_float_onnx)
+        build_int8(ctx, staged, build_float_onnx, layout=LAYOUTS["onnxruntime"])
     assert not staged.exists()
 
 
@@ -228,7 +296,10 @@ def test_resnet20_cifar_int8_end_to_end(data_dir, tmp_path):
     assert record["calibration"]["size"] == 64 and len(record["candidates"]) >= 3
     openvino = record["runtimes"].get("openvino", {"checked": False})
     assert openvino.get("checked") is False or (openvino["summary"] == "int8" and openvino["parity"]["passed"])
-    assert record["runtimes"]["onnxruntime"]["int8_ops"]  # ORT ran at least some int8 kernels
+    assert record["runtimes"]["onnxruntime"]["summary"] == "int8"  # every conv in ORT's int8 kernels
+    assert record["layout"]["name"] == "onnxruntime" and record["made_for"] == {"device": "host-cpu-ort",
+                                                                                "runtime": "onnxruntime"}
+    assert record["speed"]["measured"] and record["speed"]["float_ms"] > 0 and record["speed"]["int8_ms"] > 0
     assert outcome.manifest.parity["probe"].startswith("21 held-out calibration images")
     test = data_dir / "cifar10" / "test"
     quantized = eval_top1(str(outcome.artifact), test, tmp_path, "--limit", "500")
@@ -275,4 +346,4 @@ def test_only_the_adapter_imports_the_ort_quantizer():
     package = Path(deploykit.__file__).parent
     users = sorted(str(p.relative_to(package)) for p in package.rglob("*.py")
                    if "onnxruntime.quantization" in p.read_text())
-    assert users == ["export/quantize.py"]
+    assert users == ["export/calibrate.py", "export/qdq_layout.py", "export/quantize.py"]

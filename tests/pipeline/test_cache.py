@@ -68,6 +68,24 @@ def test_memo_is_not_written_for_files_modified_just_now(tmp_path):
     assert not memo.exists()
 
 
+def test_memo_sees_an_in_place_edit_that_restores_size_and_mtime(tmp_path):
+    """`touch -r` after an edit kept the stat signature (path, size, mtime, inode): the stale digest was
+    served from the memo (issue 15, item 4). The ctime cannot be set back."""
+    data, memo = tmp_path / "w.bin", tmp_path / "memo.json"
+    data.write_bytes(b"weights v1")
+    _old(data)
+    before = data.stat()
+    first = content_digest(data, memo=memo)
+    assert content_digest(data, memo=memo) == first  # the memo serves it
+    time.sleep(0.01)  # a later ctime tick
+    with open(data, "r+b") as f:  # in place: same inode, same size
+        f.write(b"WEIGHTS")
+    os.utime(data, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = data.stat()
+    assert (after.st_size, after.st_mtime_ns, after.st_ino) == (before.st_size, before.st_mtime_ns, before.st_ino)
+    assert content_digest(data, memo=memo) == content_digest(data) != first
+
+
 def _fake_export(out: Path, payload: bytes = b"graph") -> Path:
     artifact = out / "m.onnx"
     artifact.write_bytes(payload)
@@ -112,8 +130,30 @@ def test_damaged_artifact_is_not_served(tmp_path):
 def test_measurements_round_trip(tmp_path):
     cache = PipelineCache(tmp_path)
     assert cache.measurement("m" * 64) is None
-    cache.store_measurement("m" * 64, {"measurement": {"top1": 0.5}})
-    assert cache.measurement("m" * 64) == {"measurement": {"top1": 0.5}}
+    stored = {"measurement": {"stage": "folded", "device": "host-cpu-ort", "top1": 0.5, "sqnr_db": float("inf")}}
+    cache.store_measurement("m" * 64, stored)
+    assert cache.measurement("m" * 64) == stored
+
+
+@pytest.mark.parametrize("text", ["{}", "[]", '{"measurement": {}}', '{"measurement": {"stage": "s"}}',
+                                  '{"measurement": {"stage": "s", "device": "d", "top1": "high"}}',
+                                  '{"measurement": {"stage": "s", "device": "d", "typo": 1}}', "{trunc"])
+def test_a_damaged_measurement_is_not_served(tmp_path, text):
+    """A measurement file holding `{}` failed every later run (KeyError, "internal error") until deleted by
+    hand (issue 15, item 13): it counts as absent, so it is measured again and overwritten."""
+    cache = PipelineCache(tmp_path)
+    (tmp_path / "measurements").mkdir()
+    (tmp_path / "measurements" / f"{'m' * 64}.json").write_text(text)
+    assert cache.measurement("m" * 64) is None
+
+
+def test_a_cache_folder_that_is_a_file_is_one_clear_error(tmp_path):
+    from deploykit.core.errors import DeployKitError
+
+    (tmp_path / "cache").write_text("")
+    with pytest.raises(DeployKitError, match="the cache folder .* is a file") as err:
+        PipelineCache(tmp_path / "cache")
+    assert "--cache" in err.value.fix
 
 
 # --- keys of a real recipe ------------------------------------------------------------------------

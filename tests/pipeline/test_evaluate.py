@@ -92,7 +92,8 @@ def mnist_with_manifest(data_dir: Path, tmp_path: Path) -> Path:
     model = tmp_path / "mnist-8.onnx"
     shutil.copy(data_dir / "mnist" / "mnist-8.onnx", model)
     Manifest(model="mnist-8", target="onnx", artifact=model.name, weights_sha256="outside",
-             preprocess=MNIST_PREPROCESS.to_dict(), input_shape=[1, 1, 28, 28]).write(manifest_path(model))
+             preprocess=MNIST_PREPROCESS.to_dict(), input_shape=[1, 1, 28, 28]).finalize(model).write(
+        manifest_path(model))
     return model
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from deploykit.pipeline.quantize import resolution_warnings
+from deploykit.pipeline.targets.int8 import resolution_warnings
 
 
 def test_default_calibration_resolves_the_default_budget():

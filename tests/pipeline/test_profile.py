@@ -194,3 +194,25 @@ def test_labelled_data_gives_top1_for_every_row(data_dir, tmp_path):
     assert float_row.quality.n == onnx_row.quality.n == 64 and "64 of 10000" in onnx_row.quality.inputs
     assert float_row.quality.top1 == onnx_row.quality.top1 > 0.6 and onnx_row.quality.top5 >= onnx_row.quality.top1
     assert onnx_row.quality.agreement == 1.0
+
+
+def test_an_outside_graph_of_unknown_size_names_a_fix_profile_has(tmp_path):
+    """`profile dynamic.onnx` said "pass --size", an option only eval has (issue 15, item 15)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from deploykit.core.errors import DeployKitError
+
+    weight = numpy_helper.from_array(np.ones((2, 3, 1, 1), np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("GlobalAveragePool", ["c"], ["p"]),
+         helper.make_node("Flatten", ["p"], ["y"])], "dynamic",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])], [weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "dynamic.onnx"))
+    with pytest.raises(DeployKitError) as err:
+        profile_artifacts([tmp_path / "dynamic.onnx"], load_device("host-cpu-ort"), **FAST)
+    assert "dynamic.onnx has no manifest" in err.value.message
+    assert "--size" not in err.value.fix and "exported by deploykit" in err.value.fix

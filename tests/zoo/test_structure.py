@@ -55,3 +55,37 @@ def test_structure_of_another_model_is_refused(tmp_path):
     with pytest.raises(DeployKitError, match="mobileone_s0_cifar"):
         apply_structure(zoo.create("resnet20_cifar"), structure)
     assert json.loads(structure_metadata(structure)[STRUCTURE_KEY]) == structure
+
+
+CONV = {"type": "Conv2d", "in": 16, "out": 8, "groups": 1}
+
+
+@pytest.mark.parametrize("layers,expected", [
+    ({"layer1.0.conv1": {**CONV, "in": "abc"}}, "in 'abc' is not a width between 1 and the unpruned model's 16"),
+    ({"layer1.0.conv1": {**CONV, "out": -8}}, "out -8 is not a width between 1 and the unpruned model's 16"),
+    ({"layer1.0.conv1": {**CONV, "out": 120_000}}, "out 120000 is not a width between 1"),  # 14.4 GB asked
+    ({"layer1.0.conv1": {**CONV, "out": True}}, "out True is not a width"),
+    ({"layer1.0.conv1": {**CONV, "groups": 3}}, "groups 3 is not a width between 1 and the unpruned model's 1"),
+    ({"layer1.0.conv1": {"type": "Conv2d", "in": 16}}, "does not describe a Conv2d"),
+    ({"layer1.0.conv1": [1, 2]}, "does not describe a Conv2d"),
+    ({"layer1.0.bn1": {"type": "BatchNorm2d", "features": 0}}, "features 0 is not a width"),
+    ({"linear": {"type": "Linear", "in": 64, "out": 1_000_000}}, "out 1000000 is not a width between 1"),
+    ({"": CONV}, "names a layer '' this model does not have"),
+    ([1, 2], "it is not"),
+])
+def test_a_malformed_structure_header_is_refused_before_anything_is_built(tmp_path, layers, expected):
+    """The header was trusted: a 1 MB file asked for 14.4 GB, `"in": "abc"` or a negative width ended as
+    an internal error (issue 15, item 12)."""
+    path = tmp_path / "p.safetensors"
+    save_file({"x": torch.zeros(1)}, str(path),
+              metadata={STRUCTURE_KEY: json.dumps({"model": "resnet20_cifar", "layers": layers})})
+    with pytest.raises(DeployKitError) as err:
+        build_model("resnet20_cifar", path)
+    assert expected in err.value.message and err.value.fix
+
+
+def test_a_deeply_nested_structure_header_is_refused(tmp_path):
+    path = tmp_path / "deep.safetensors"
+    save_file({"x": torch.zeros(1)}, str(path), metadata={STRUCTURE_KEY: "[" * 100_000 + "]" * 100_000})
+    with pytest.raises(DeployKitError, match="header is invalid: not JSON"):
+        build_model("resnet20_cifar", path)

@@ -1,99 +1,33 @@
-"""Export targets: each turns the deployed PyTorch model into a staged artifact and proves what it can.
-
-A target is registered with the file suffix it writes, one module per target in this package;
-`pipeline.export` handles everything common (model, weights, passes, manifest, atomic publish).
-Backends are imported inside `build`, lazily.
+"""Export targets: the target layer. One module per target owns its options, its build and its checks
+(`onnx`, `coreml`, `tensorrt`), over the shared precisions (`int8`: the calibrated QDQ search; `fp16`: the
+range scan; `speed`: is the int8 artifact faster on the device) and the backend adapters in
+`deploykit.export`. `pipeline.export` handles everything common (model, weights, passes, manifest, atomic
+publish). Backends are imported inside `build`, lazily.
 """
 
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Callable
 
-import numpy as np
-import torch
+from deploykit.pipeline.targets.base import (TARGETS, ExportContext, Target, TargetBuild, check_options,
+                                             register_target, require_parity)
 
-from deploykit.core.compare import Comparison, compare_outputs
-from deploykit.core.errors import DeployKitError, ParityError
-from deploykit.core.preprocess import Preprocess
-from deploykit.core.registry import Registry
+TARGET_MODULES = ("onnx", "coreml", "tensorrt")  # the registry's members, loaded on first lookup
+
+__all__ = ["TARGETS", "ExportContext", "Target", "TargetBuild", "check_options", "get_target", "register_target",
+           "require_parity", "target_names"]
 
 
-@dataclass
-class ExportContext:
-    """Everything a target needs, computed once by the pipeline."""
-
-    model_name: str
-    float_model: torch.nn.Module  # training form, eval mode: the reference
-    deployed: torch.nn.Module  # after reparameterize + fold_bn
-    probe: torch.Tensor
-    reference: np.ndarray  # float model's output on the probe
-    preprocess: Preprocess
-    options: dict = field(default_factory=dict)  # target-specific CLI options (opset, precision, ...)
-
-
-@dataclass
-class TargetBuild:
-    """What a target produced: parity where this machine can run the artifact, else None and why."""
-
-    precision: str
-    parity: Comparison | None
-    parity_note: str = ""
-    details: dict = field(default_factory=dict)  # goes to the manifest's `extra`
-    warnings: list[str] = field(default_factory=list)
-    messages: list[str] = field(default_factory=list)  # shown to the user after the build
-
-
-@dataclass(frozen=True)
-class Target:
-    name: str
-    suffix: str
-    build: Callable[[ExportContext, Path], TargetBuild]
-    options: tuple[str, ...] = ()  # the target-specific ExportRequest.options keys it reads
-    variant: Callable[[dict], str] | None = None  # options -> file-name tag before the suffix (".int8")
-
-    def file_name(self, model: str, options: dict) -> str:
-        return f"{model}{self.variant(options) if self.variant else ''}{self.suffix}"
-
-
-TARGETS: Registry[Target] = Registry("target")
-_TARGET_MODULES = ("onnx", "coreml", "tensorrt")
+def _load_targets() -> None:
+    for module in TARGET_MODULES:
+        importlib.import_module(f"deploykit.pipeline.targets.{module}")
 
 
 def get_target(name: str) -> Target:
-    for module in _TARGET_MODULES:
-        importlib.import_module(f"deploykit.pipeline.targets.{module}")
+    _load_targets()
     return TARGETS.get(name)
 
 
-def register_target(name: str, suffix: str, *, options: tuple[str, ...] = (),
-                    variant: Callable[[dict], str] | None = None) -> Callable:
-    def wrap(fn: Callable[[ExportContext, Path], TargetBuild]) -> Callable:
-        TARGETS.add(name, Target(name, suffix, fn, options, variant))
-        return fn
-
-    return wrap
-
-
-def check_options(target: Target, options: dict) -> None:
-    """An option that only other targets read is a mistake to report, not to ignore silently."""
-    owners: dict[str, list[str]] = {}
-    for name in TARGETS.names():
-        for key in TARGETS.get(name).options:
-            owners.setdefault(key, []).append(name)
-    misplaced = sorted(key for key in options if key in owners and key not in target.options)
-    if misplaced:
-        flags = ", ".join(f"--{key.replace('_', '-')} (for {', '.join(owners[key])})" for key in misplaced)
-        raise DeployKitError(f"--target {target.name} does not take {flags}",
-                             fix="drop the option, or choose the target it belongs to")
-
-
-def require_parity(reference: np.ndarray, actual: np.ndarray, precision: str, what: str) -> Comparison:
-    """Compare with the tolerance of `precision`; a FAIL aborts the export before anything is published."""
-    parity = compare_outputs(reference, actual, precision)
-    if not parity:
-        raise ParityError(f"{what} differs from the PyTorch model: {parity.summary()}",
-                          fix="report this model; nothing was written")
-    return parity
+def target_names() -> list[str]:
+    _load_targets()
+    return TARGETS.names()

@@ -11,8 +11,8 @@ import numpy as np
 import torch
 
 from deploykit.core.errors import DeployKitError
-from deploykit.pipeline.fp16_scan import calibration_batches, layers_to_keep, scan_fp16_range
-from deploykit.pipeline.targets import ExportContext, TargetBuild, register_target, require_parity
+from deploykit.pipeline.targets.fp16 import calibration_batches, layers_to_keep, scan_fp16_range
+from deploykit.pipeline.targets.base import ExportContext, TargetBuild, register_target, require_parity
 
 OPTIONS = ("precision", "compute_units", "image_input", "weights_int8", "calib")
 PRECISIONS = ("fp16", "fp32", "int8")  # int8 = W8A8 (activations calibrated on --calib images)

@@ -4,15 +4,17 @@ timing.cache when this machine has TensorRT and a CUDA GPU."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 from deploykit.core.errors import DeployKitError
 from deploykit.core.fsutil import sha256_file
-from deploykit.pipeline.fp16_scan import layers_to_keep, scan_fp16_range
-from deploykit.pipeline.targets import ExportContext, TargetBuild, register_target, require_parity
+from deploykit.pipeline.targets.base import ExportContext, TargetBuild, register_target, require_parity
+from deploykit.pipeline.targets.fp16 import layers_to_keep, scan_fp16_range
 
-OPTIONS = ("precision", "workspace", "require_engine", "calib")
+INT8_SEARCH_OPTIONS = ("calib_size", "calib_split", "calib_method", "per_channel", "accuracy_budget")
+OPTIONS = ("precision", "workspace", "require_engine", "calib", *INT8_SEARCH_OPTIONS)
 PRECISIONS = ("fp16", "fp32", "int8")
 LATENCY_RUNS = 50
 
@@ -22,7 +24,7 @@ class TensorRTOptions:
     precision: str = "fp16"  # what the target GPUs (Jetson and up) run fast; fp32 on request
     workspace: int | None = None  # MiB
     require_engine: bool = False
-    calib: Path | None = None  # images for the fp16 range scan (else the probe)
+    calib: Path | None = None  # images for the fp16 range scan (else the probe); int8's calibration images
 
 
 @register_target("tensorrt", ".trt", options=OPTIONS)
@@ -48,15 +50,17 @@ def build_tensorrt(ctx: ExportContext, staged: Path) -> TargetBuild:
 
 
 def tensorrt_options(options: dict) -> TensorRTOptions:
-    opts = TensorRTOptions(**{k: options[k] for k in OPTIONS if options.get(k) is not None})
+    own = ("precision", "workspace", "require_engine", "calib")
+    opts = TensorRTOptions(**{k: options[k] for k in own if options.get(k) is not None})
     if opts.precision not in PRECISIONS:
         raise DeployKitError(f"TensorRT target: invalid --precision {opts.precision}",
                              fix=f"one of {', '.join(PRECISIONS)}")
-    if opts.precision == "int8":
-        raise DeployKitError("TensorRT int8 builds from an explicitly quantized ONNX (Q/DQ nodes from "
-                             "calibrated int8 quantization); deploykit does not write one yet",
-                             fix="use --precision fp16 (TensorRT has no implicit int8 calibration in strongly "
-                                 "typed builds, and none at all from TensorRT 11)")
+    searched = [f"--{k.replace('_', '-')}" for k in INT8_SEARCH_OPTIONS if options.get(k) is not None]
+    if searched and opts.precision != "int8":
+        raise DeployKitError(f"{', '.join(searched)} only apply to --precision int8", fix="add --precision int8")
+    if opts.precision == "int8" and opts.calib is None:
+        raise DeployKitError("TensorRT int8 needs calibration images (a strongly typed network takes its int8 "
+                             "scales from the ONNX's Q/DQ nodes)", fix="pass --calib DIR (a few hundred real images)")
     if opts.workspace is not None and opts.workspace <= 0:
         raise DeployKitError(f"--workspace must be positive MiB, got {opts.workspace}", fix="e.g. --workspace 1024")
     return opts
@@ -74,6 +78,8 @@ def write_onnx(ctx: ExportContext, staged: Path, opts: TensorRTOptions) -> Targe
     from deploykit.runtimes.onnxruntime import OrtModel
 
     path, opset = staged / ONNX_FILE, ctx.options.get("opset", DEFAULT_OPSET)
+    if opts.precision == "int8":
+        return _write_int8_onnx(ctx, path)
     result = export_onnx(ctx.deployed, ctx.probe, path, opset=opset)
     details = {"opset": opset, "simplified": result.simplified}
     if opts.precision == "fp16":
@@ -86,6 +92,22 @@ def write_onnx(ctx: ExportContext, staged: Path, opts: TensorRTOptions) -> Targe
                             f"the {opts.precision} ONNX for TensorRT (ONNX Runtime)")
     details.update(op_counts=count_ops(path), onnx_parity={**parity.to_dict(), "runtime": "onnxruntime (CPU)"})
     return TargetBuild(precision=opts.precision, parity=parity, details=details, warnings=result.warnings)
+
+
+def _write_int8_onnx(ctx: ExportContext, path: Path) -> TargetBuild:
+    """The QDQ ONNX in TensorRT's layout (s8 symmetric, Q/DQ on op inputs), chosen and checked like every
+    int8 artifact (`pipeline.targets.int8`); its latency is measured where the engine is built."""
+    from deploykit.export.qdq_layout import LAYOUTS
+    from deploykit.pipeline.targets.int8 import build_int8
+    from deploykit.pipeline.targets.onnx import build_float_onnx
+
+    options = {k: v for k, v in ctx.options.items() if k not in ("precision", "workspace", "require_engine")}
+    int8_ctx = dataclasses.replace(ctx, options={**options, "int8": True})
+    build = build_int8(int8_ctx, path, build_float_onnx, layout=LAYOUTS["tensorrt"],
+                       untimed="TensorRT int8 runs where its engine is built: profile the artifact on the device "
+                               "(deploykit profile MODEL.trt --device ...)")
+    build.details["onnx_parity"] = {**build.parity.to_dict(), "runtime": "onnxruntime (CPU), held-out images"}
+    return build
 
 
 def _plan(ctx: ExportContext, staged: Path, opts: TensorRTOptions):
@@ -116,8 +138,19 @@ def _build_and_run_engine(ctx: ExportContext, staged: Path, plan, build: TargetB
     version = build_engine(staged, plan)
     model = TensorRTModel(staged / plan.engine)
     batch = ctx.probe.numpy()
-    build.parity = require_parity(ctx.reference, model.run(batch), plan.precision, "TensorRT engine")
+    build.parity = require_parity(_engine_reference(ctx, staged / plan.onnx, plan.precision), model.run(batch),
+                                  plan.precision, "TensorRT engine")
     latency = measure_side_by_side({"tensorrt": lambda: model.run(batch)}, runs=LATENCY_RUNS)["tensorrt"]
     build.details["engine"] = {"built": True, "tensorrt": version, "gpu": torch.cuda.get_device_name(),
                                "latency_ms": latency.to_dict(), "latency_includes": "host<->device copies"}
     build.details["parity_runtime"] = f"tensorrt {version}"
+
+
+def _engine_reference(ctx: ExportContext, onnx_path: Path, precision: str):
+    """What the engine must reproduce on the probe: the PyTorch model, or for int8 the same QDQ graph run
+    in ONNX Runtime (the int8 graph's own accuracy was gated on held-out images already)."""
+    if precision != "int8":
+        return ctx.reference
+    from deploykit.runtimes.onnxruntime import OrtModel
+
+    return OrtModel(onnx_path, threads=ctx.options.get("threads", 2)).run(ctx.probe.numpy())

@@ -9,7 +9,7 @@ from typing import Iterator
 import torch
 
 from deploykit.export.fp16_range import RangeScan, scan_ranges
-from deploykit.pipeline.targets import ExportContext
+from deploykit.pipeline.targets.base import ExportContext
 
 SCAN_IMAGES = 64  # a screen with a 2x margin (export.fp16_range), not a statistic: 64 images suffice
 
