@@ -159,6 +159,8 @@ def render(rows: list[dict], runs: int) -> str:
             f"| {r['errors']['deploykit']:.1e} | {_yes(r.get('same_ops'))} "
             f"| {p['timm']:.2f} / {p['deploykit']:.2f} "
             f"| {p['deploykit'] / p['timm']:.2f} |")
+    if any("torch_norms" not in r for r in rows if "failed" not in r):
+        lines += ["", "`-`: not measured in this run (the column was added to the script after it)."]
     return "\n".join(lines) + "\n"
 
 
