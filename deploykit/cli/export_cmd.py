@@ -14,10 +14,13 @@ from deploykit.cli.app import command, console
 
 @command
 def export(
-    model: Optional[str] = typer.Argument(None, help="zoo model name (see `deploykit models`); or --model-from"),
+    model: Optional[str] = typer.Argument(None, help="zoo model name (see `deploykit models`), timm/NAME (timm's "
+                                          "model code, the `timm` extra); or --model-from"),
     model_from: Optional[str] = typer.Option(None, "--model-from", help="your own model: package.module:factory, "
                                              "a callable returning an nn.Module (its code is imported and run)"),
     verbose: bool = typer.Option(False, "-v", "--verbose", help="print what reparameterize folded and left"),
+    require_folded: bool = typer.Option(False, "--require-folded", help="fail, writing nothing, when a multi-branch "
+                                        "sum or a BatchNorm is left unfolded (for CI)"),
     target: str = typer.Option("onnx", help="export target"),
     weights: Optional[Path] = typer.Option(None, help=".pth/.pt/.th (loaded weights-only) or .safetensors; "
                                                   "default: the zoo's released weights, if it has them"),
@@ -83,13 +86,16 @@ def export(
                                 accuracy_budget=accuracy_budget, dynamic_batch=dynamic_batch, device=device,
                                 require_faster=require_faster)},
                             prune=_prune_request(prune, prune_importance, finetune_data, finetune_epochs,
-                                                 finetune_lr, threads))
+                                                 finetune_lr, threads), require_folded=require_folded)
     with console.status(f"exporting {model or model_from} to {target}…") as status:
         request = dataclasses.replace(request, progress=lambda step: status.update(
             f"exporting {model or model_from} to {target}: {step}…"))
         outcome = run_export(request)
     report(outcome)
     _report_pruning(outcome.manifest.extra.get("pruning"))
+    from deploykit.cli.reparam_table import print_fold_summary
+
+    print_fold_summary(outcome.manifest, verbose=verbose)
     if verbose:
         from deploykit.cli.reparam_table import print_reparam_report
 

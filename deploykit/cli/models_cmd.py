@@ -20,6 +20,8 @@ def models(
                                                     "from the paper (deploy form, each model's input size)"),
     layers: Optional[str] = typer.Option(None, "--layers", metavar="NAME",
                                          help="print the per-layer cost table of model NAME (implies --cost)"),
+    source: str = typer.Option("zoo", "--source", help="zoo (deploykit's own models) or timm (what the generic "
+                                                      "pass folds on timm's models, as measured)"),
 ) -> None:
     """List the zoo's models with their deploy-form parameter counts and the paper's.
 
@@ -28,6 +30,15 @@ def models(
     """
     from deploykit import zoo
 
+    if source == "timm":
+        from deploykit.cli.timm_table import timm_coverage_table
+
+        _print_uncropped(timm_coverage_table())
+        return
+    if source != "zoo":
+        from deploykit.core.errors import DeployKitError
+
+        raise DeployKitError(f"unknown --source {source!r}", fix="use --source zoo or --source timm")
     if layers is not None:
         _print_layers(zoo.get(layers).name)
     elif cost:

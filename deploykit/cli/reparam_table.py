@@ -11,6 +11,27 @@ from rich.table import Table
 from deploykit.cli.app import console
 
 
+def print_fold_summary(manifest, *, verbose: bool = False) -> None:
+    """One line in export's normal output: what reparameterize folded, and what it left unfolded, where
+    and why (never silent: an unfolded block costs the deployed model time)."""
+    record = next((p for p in manifest.passes if p.name == "reparameterize"), None)
+    if record is None or "unfolded" not in record.report:
+        return
+    report, unfolded = record.report, record.report["unfolded"]
+    vias = Counter(b["via"] for b in report["blocks"])
+    how = ", ".join(f"{n} {via}" for via, n in sorted(vias.items())) or "none"
+    done = f"reparameterize: {report['blocks_folded']} blocks folded ({how}), {report['conv_bn_folded']} " \
+           "conv/linear-BN pairs"
+    if not (unfolded["sums"] or unfolded["norms"]):
+        console.print(f"{done}; nothing left unfolded", highlight=False)
+        return
+    places = "; ".join(f"{x['where']} ({x['reason']})" for x in unfolded["first"][:3])
+    more = "" if verbose else " (-v lists them all)"
+    console.print(f"{done}\n[yellow]warning:[/] {unfolded['sums']} multi-branch sums and {unfolded['norms']} "
+                  f"BatchNorms left unfolded{more}: {escape(places)}; --require-folded makes this an error",
+                  highlight=False)
+
+
 def print_reparam_report(manifest) -> None:
     record = next((p for p in manifest.passes if p.name == "reparameterize"), None)
     if record is None or "blocks" not in record.report:
@@ -36,7 +57,7 @@ def _folded_table(blocks: list[dict]) -> Table:
         table.add_column(column)
     for block in blocks:
         err = block["max_rel_err"]
-        kernel = "x".join(map(str, block["kernel"]))
+        kernel = "x".join(map(str, block["kernel"])) or "linear"
         table.add_row(escape(block["where"]), " + ".join(block["branches"]), kernel,
                       "-" if err is None else f"{err:.1e}", block["via"])
     return table

@@ -1,9 +1,11 @@
-"""Find, in a traced graph, the sums of parallel branches that read one tensor, and say why the other
-sums (and concats, gates, stray BatchNorms) cannot become one conv.
+"""Find, in a traced graph, the linear combinations of parallel branches that read one tensor, and say why
+the other sums (and concats, gates, stray BatchNorms) cannot become one conv.
 
-A branch is one of: Conv2d, Conv2d -> BatchNorm2d, BatchNorm2d alone, the input itself, or the input
-times a learnt per-channel scale. Each becomes an `nn.Module` that `fold.merge_branches` understands, so
-the math stays in one place.
+A sum is any tree of `+`, `-`, unary minus and products with a stored per-channel constant (FastViT's
+`x + gamma * (mixer(x) - norm(x))` is one), however it was spelled: `sum()`, `torch.add`, loops of `+=`
+(the graph was made functional by `canonical`). Each term is one of: Conv2d, Conv2d -> BatchNorm, a
+BatchNorm alone, or the input itself, times its constant factor. Each becomes an `nn.Module` that
+`fold.merge_branches` understands, so the math stays in one place.
 """
 
 from __future__ import annotations
@@ -15,24 +17,31 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from deploykit.passes.fold import ChannelScale
+from deploykit.passes.canonical import plain_batchnorm
+from deploykit.passes.constants import constant_value
 from deploykit.passes.reparam_report import branch_kind
+from deploykit.passes.sum_reasons import Left, apart_left, deeper_left, is_mul, other_structure
 
 _ADD = {operator.add, torch.add}
-_MUL = {operator.mul, torch.mul}
-_CAT = {torch.cat, torch.concat}
-NONLINEAR = {"relu", "relu6", "gelu", "silu", "sigmoid", "hardswish", "hardsigmoid", "tanh", "leaky_relu",
-             "elu", "mish", "softplus", "prelu", "hardtanh", "selu", "celu", "leakyrelu", "softmax"}
+_SUB = {operator.sub, torch.sub}
+_NEG = {operator.neg, torch.neg}
 
 
 @dataclass
 class Branch:
     module: nn.Module  # what merge_branches reads
     input: fx.Node
+    coef: torch.Tensor | None = None  # its constant factor per output channel (or one for all); None: 1
+    node: fx.Node | None = None  # the summed term when it is a layer of the branch (not the identity)
 
     @property
     def kind(self) -> str:
-        return branch_kind(self.module)
+        base = branch_kind(self.module)
+        if self.coef is None:
+            return base
+        if base == "identity":
+            return "scale"
+        return f"-{base}" if self.coef.numel() == 1 and float(self.coef) == -1.0 else f"{base}*scale"
 
 
 @dataclass
@@ -44,97 +53,168 @@ class Candidate:
     input: fx.Node
 
 
-@dataclass
-class Left:
-    node: fx.Node
-    op: str
-    reason: str
-
-
 def find_sums(gm: fx.GraphModule) -> tuple[list[Candidate], list[Left]]:
     """Every sum in the graph: the foldable ones, and the rest with the reason they stay."""
     modules = dict(gm.named_modules())
-    found = [_judge(node, modules, gm) for node in gm.graph.nodes]
-    return [f for f in found if isinstance(f, Candidate)], [f for f in found if isinstance(f, Left)]
+    cache: dict = {}
+    found = [f for node in gm.graph.nodes for f in _judge(node, modules, gm, cache)]
+    order = {node: i for i, node in enumerate(gm.graph.nodes)}
+    candidates = sorted((f for f in found if isinstance(f, Candidate)), key=lambda c: order[c.root])
+    return candidates, [f for f in found if isinstance(f, Left)]
 
 
-def _judge(node: fx.Node, modules: dict, gm: fx.GraphModule) -> Candidate | Left | None:
-    if not _is_add(node):
-        other = _other_structure(node, gm)
-        return None if other is None else Left(node, *other)
-    terms = _terms(node) if not _feeds_add(node) else []
-    if sum(isinstance(t, fx.Node) for t in terms) < 2:
-        return None  # inside a longer chain, or x + 3: a shift, not a sum of branches
-    block = _block(node, terms, modules, gm)
-    return Left(node, "add", block) if isinstance(block, str) else block
+def _judge(node: fx.Node, modules: dict, gm: fx.GraphModule, cache: dict) -> list[Candidate | Left]:
+    if _linear_operands(node, gm, cache) is None or _absorbed(node, gm, cache):
+        other = other_structure(node, gm, cache)
+        return [] if other is None else [Left(node, *other, unfolded=False)]
+    return _judge_top(node, modules, gm, cache)
 
 
-def _is_add(node: fx.Node) -> bool:
+def _judge_top(node: fx.Node, modules: dict, gm: fx.GraphModule, cache: dict) -> list[Candidate | Left]:
+    """The combination rooted at `node`; when it does not fold as a whole (a block inside a residual), each
+    sum inside it is judged on its own."""
+    expanded: set = set()
+    terms = _terms(node, None, gm, cache, root=node, expanded=expanded)
+    terms = [(t, c) for t, c in terms if not _is_zero(t)]
+    if sum(isinstance(t, fx.Node) and constant_value(t, gm, cache) is None for t, _ in terms) < 2:
+        return []  # x + 3, or attention scores + a stored bias: a shift, not a sum of branches
+    outcome = _block(node, terms, modules)
+    if isinstance(outcome, Candidate):
+        return [outcome]
+    inner = [f for s in _inner_sums(node, expanded, gm, cache) for f in _judge_top(s, modules, gm, cache)]
+    if outcome.unfolded:  # the parts' reasons are this one's: report it once
+        inner = [f for f in inner if isinstance(f, Candidate)]
+    return [outcome, *inner]
+
+
+def _is_zero(term) -> bool:
+    return isinstance(term, (int, float)) and not isinstance(term, bool) and term == 0
+
+
+def _inner_sums(node: fx.Node, expanded: set, gm: fx.GraphModule, cache: dict):
+    """The first sums below `node` among the nodes its flattening went through."""
+    for operand, _, _ in _linear_operands(node, gm, cache) or []:
+        if operand in expanded:
+            yield from ([operand] if _is_sum(operand) else _inner_sums(operand, expanded, gm, cache))
+
+
+def _is_sum(node: fx.Node) -> bool:
     if len(node.args) != 2 or node.kwargs:
         return False  # torch.add(a, b, alpha=...) is not a plain sum
-    return (node.op == "call_function" and node.target in _ADD) or (node.op == "call_method"
-                                                                    and node.target == "add")
+    return (node.op == "call_function" and node.target in _ADD | _SUB) or (
+        node.op == "call_method" and node.target in ("add", "sub"))
 
 
-def _is_mul(node: fx.Node) -> bool:
-    if len(node.args) != 2 or node.kwargs:
+def _linear_operands(node: fx.Node, gm: fx.GraphModule, cache: dict) -> list | None:
+    """[(operand, sign, constant factor)] when `node` is a linear op of its computed operands."""
+    if _is_sum(node):
+        a, b = node.args
+        minus = node.target in _SUB or node.target == "sub"
+        return [(a, 1.0, None), (b, -1.0 if minus else 1.0, None)]
+    if node.op in ("call_function", "call_method") and (node.target in _NEG or node.target == "neg") \
+            and len(node.args) == 1:
+        return [(node.args[0], -1.0, None)]
+    if _is_div(node):
+        factor = constant_value(node.args[1], gm, cache)
+        if constant_value(node.args[0], gm, cache) is None and _channel_factor(factor):
+            return [(node.args[0], 1.0, 1.0 / torch.as_tensor(factor).detach().double())]
+    if is_mul(node):
+        for x, c in (node.args, node.args[::-1]):
+            factor = constant_value(c, gm, cache)
+            if isinstance(x, fx.Node) and constant_value(x, gm, cache) is None and _channel_factor(factor):
+                return [(x, 1.0, torch.as_tensor(factor).detach().double())]
+    return None
+
+
+def _is_div(node: fx.Node) -> bool:
+    return (len(node.args) == 2 and not node.kwargs and isinstance(node.args[0], fx.Node)
+            and ((node.op == "call_function" and node.target in (operator.truediv, torch.div))
+                 or (node.op == "call_method" and node.target == "div")))
+
+
+def _channel_factor(factor) -> bool:
+    """A scalar, or a tensor shaped (C, 1, 1) / (1, C, 1, 1): it scales channels only."""
+    if isinstance(factor, (int, float)) and not isinstance(factor, bool):
+        return True
+    if not isinstance(factor, torch.Tensor) or not factor.is_floating_point():
         return False
-    return (node.op == "call_function" and node.target in _MUL) or (node.op == "call_method"
-                                                                    and node.target == "mul")
+    return factor.numel() == 1 or (factor.dim() in (3, 4) and all(
+        s == 1 for s in (*factor.shape[:-3], *factor.shape[-2:])))
 
 
-def _feeds_add(node: fx.Node) -> bool:
-    """Part of a longer chain (x + y + z): the chain is judged once, at its last add."""
-    return len(node.users) == 1 and _is_add(next(iter(node.users)))
+def _absorbed(node: fx.Node, gm: fx.GraphModule, cache: dict) -> bool:
+    """Part of a larger linear combination (x + y + z, g * (a - b)): judged once, at its top."""
+    if len(node.users) != 1:
+        return False
+    user = next(iter(node.users))
+    operands = _linear_operands(user, gm, cache)
+    return operands is not None and any(o is node for o, _, _ in operands)
 
 
-def _terms(node: fx.Node) -> list:
+def _terms(node, coef: torch.Tensor | None, gm: fx.GraphModule, cache: dict, *, root=None,
+           expanded: set | None = None) -> list:
+    """[(term, factor)]: `node` flattened through the linear ops only it reads (added to `expanded`)."""
+    operands = None
+    if isinstance(node, fx.Node) and (node is root or len(node.users) == 1):
+        operands = _linear_operands(node, gm, cache)
+    if operands is None:
+        return [(node, coef)]
+    if expanded is not None:
+        expanded.add(node)
     terms = []
-    for arg in node.args:
-        flatten = isinstance(arg, fx.Node) and _is_add(arg) and len(arg.users) == 1
-        terms += _terms(arg) if flatten else [arg]
+    for operand, sign, factor in operands:
+        scaled = coef if factor is None else (factor if coef is None else _times(coef, factor))
+        scaled = scaled if sign == 1.0 else -(torch.ones(1, dtype=torch.float64) if scaled is None else scaled)
+        terms += _terms(operand, scaled, gm, cache, expanded=expanded)
     return terms
 
 
-def _block(root: fx.Node, terms: list, modules: dict, gm: fx.GraphModule) -> Candidate | str:
+def _times(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (a.reshape(-1) * b.reshape(-1)) if a.numel() == b.numel() or 1 in (a.numel(), b.numel()) else a * b
+
+
+def _block(root: fx.Node, terms: list, modules: dict) -> Candidate | Left:
     """The candidate rooted at `root`, or why there is none."""
     branches = []
-    for term in terms:
-        if not isinstance(term, fx.Node):
-            if term == 0:
-                continue  # builtin sum() starts from 0
-            return "a constant term in the sum"
-        branch = _branch(term, modules, gm)
-        if isinstance(branch, str):
-            return branch
-        branches.append(branch)
-    shared = _shared_input({b.input for b in branches})
+    for term, coef in terms:
+        if not isinstance(term, fx.Node) or constant_value(term, term.graph.owning_module, {}) is not None:
+            return Left(root, "add", "a constant term in the sum", unfolded=False)
+        branches.append(_branch(term, modules, coef))
+    inputs = {b.input for b in branches}
+    shared = _shared_input(inputs)
     if shared is None:
-        return "the summed terms are computed from different tensors"
-    deeper = next((b for b in branches if b.input is not shared), None)
-    if deeper is not None:
-        return _deeper_reason(deeper.input)
-    if all(b.kind in ("identity", "bn", "scale") for b in branches):
-        return "no conv branch to fold the sum into"
+        return apart_left(root, inputs)
+    deeper = [b.input for b in branches if b.input is not shared]
+    if deeper:
+        return deeper_left(root, deeper, shared)
+    if all(branch_kind(b.module) in ("identity", "bn") for b in branches):
+        return Left(root, "add", "no conv branch to fold the sum into", unfolded=False)
+    linear = [is_linear_branch(b.module) for b in branches]
+    if any(linear) and not all(linear):
+        return Left(root, "add", "Linear branches summed with other kinds of branch")
     return Candidate(root, branches, shared)
 
 
-def _branch(term: fx.Node, modules: dict, gm: fx.GraphModule) -> Branch | str:
-    if _calls(term, nn.BatchNorm2d, modules):
-        bn = modules[term.target]
-        if not bn.track_running_stats:
-            return "BatchNorm without running statistics in a branch"
-        source = term.args[0]
+def is_linear_branch(module: nn.Module) -> bool:
+    return any(isinstance(m, nn.Linear) for m in module.modules())
+
+
+def _branch(term: fx.Node, modules: dict, coef: torch.Tensor | None) -> Branch:
+    if len(term.users) > 1:  # read elsewhere too: the block input itself (e.g. a stem's BN output)
+        return Branch(nn.Identity(), term, coef)
+    if _calls_batchnorm(term, modules):
+        bn, source = modules[term.target], term.args[0]
         if _calls(source, nn.Conv2d, modules) and len(source.users) == 1:
-            conv = modules[source.target]
-            return Branch(nn.Sequential(conv, bn), source.args[0])
-        return Branch(bn, source)
+            return Branch(nn.Sequential(modules[source.target], bn), source.args[0], coef, term)
+        return Branch(bn, source, coef, term)
     if _calls(term, nn.Conv2d, modules):
-        return Branch(modules[term.target], term.args[0])
-    scaled = _scale_operands(term, gm)
-    if scaled is not None:
-        return Branch(ChannelScale(scaled[1]), scaled[0])
-    return Branch(nn.Identity(), term)
+        return Branch(modules[term.target], term.args[0], coef, term)
+    if _calls(term, nn.Linear, modules):
+        source = term.args[0]
+        if _calls_batchnorm(source, modules) and len(source.users) == 1:
+            return Branch(nn.Sequential(modules[source.target], modules[term.target]), source.args[0], coef, term)
+        return Branch(modules[term.target], source, coef, term)
+    return Branch(nn.Identity(), term, coef)
 
 
 def _calls(node, cls: type, modules: dict) -> bool:
@@ -143,28 +223,9 @@ def _calls(node, cls: type, modules: dict) -> bool:
             and len(node.args) == 1 and isinstance(node.args[0], fx.Node) and not node.kwargs)
 
 
-def _scale_operands(node: fx.Node, gm: fx.GraphModule) -> tuple[fx.Node, torch.Tensor] | None:
-    """(x, scale) when `node` is x * scale with `scale` a stored per-channel (or scalar) tensor."""
-    if not _is_mul(node):
-        return None
-    a, b = node.args
-    if isinstance(a, fx.Node) and a.op == "get_attr":
-        a, b = b, a
-    if not (isinstance(a, fx.Node) and isinstance(b, fx.Node) and b.op == "get_attr"):
-        return None
-    scale = _fetch_attr(gm, b.target)
-    if not isinstance(scale, torch.Tensor):
-        return None
-    # (C, 1, 1) and (1, C, 1, 1) broadcast over channels only; (C,) would scale along the width.
-    per_channel = scale.dim() in (3, 4) and all(s == 1 for s in (*scale.shape[:-3], *scale.shape[-2:]))
-    return (a, scale) if scale.numel() == 1 or per_channel else None
-
-
-def _fetch_attr(gm: fx.GraphModule, target: str):
-    value = gm
-    for part in target.split("."):
-        value = getattr(value, part)
-    return value
+def _calls_batchnorm(node, modules: dict) -> bool:
+    return (isinstance(node, fx.Node) and node.op == "call_module" and plain_batchnorm(modules[node.target])
+            and len(node.args) == 1 and isinstance(node.args[0], fx.Node) and not node.kwargs)
 
 
 def _shared_input(inputs: set) -> fx.Node | None:
@@ -187,27 +248,3 @@ def _depends_on(node: fx.Node, ancestor: fx.Node) -> bool:
     return False
 
 
-def describe(node: fx.Node, gm: fx.GraphModule | None = None) -> str:
-    """A short name for what `node` computes: the layer type, function or method name."""
-    if node.op == "call_module" and gm is not None:
-        return type(gm.get_submodule(node.target)).__name__
-    if node.op in ("call_function", "call_method"):
-        return getattr(node.target, "__name__", str(node.target))
-    return node.op
-
-
-def _deeper_reason(branch_input: fx.Node) -> str:
-    op = describe(branch_input, branch_input.graph.owning_module)
-    if op.lower().rstrip("_") in NONLINEAR:
-        return f"non-linearity ({op}) inside a branch: the branch is not linear in the block input"
-    return (f"{op} inside a branch: a branch folds only as one conv(+BN), a BN, the identity or a "
-            "channel scale")
-
-
-def _other_structure(node: fx.Node, gm: fx.GraphModule) -> tuple[str, str] | None:
-    """Concats and input-dependent products: structures this pass leaves alone, and why."""
-    if node.op == "call_function" and node.target in _CAT:
-        return "cat", "concatenation: branches are joined, not summed"
-    if _is_mul(node) and all(isinstance(a, fx.Node) and a.op != "get_attr" for a in node.args):
-        return "mul", "product of two computed tensors (e.g. a squeeze-excitation gate)"
-    return None

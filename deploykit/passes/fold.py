@@ -36,6 +36,21 @@ def affine_into(weight: torch.Tensor, bias: torch.Tensor | None, scale: torch.Te
     return folded_w.detach(), (bias * scale + shift).detach()
 
 
+def affine_before(weight: torch.Tensor, bias: torch.Tensor | None, scale: torch.Tensor, shift: torch.Tensor,
+                  groups: int = 1) -> Kernel:
+    """Weight/bias of a Linear or unpadded conv whose input is first mapped by x -> scale * x + shift per
+    input channel: W (s x + t) + b = (W s) x + (sum of W t + b). (With zero padding a conv would see the
+    shift inside the image and 0 on its border: only unpadded convs fold this way.)"""
+    w = weight.double()
+    out_channels, per_group = w.shape[0], w.shape[1]
+    spatial = (1,) * (w.dim() - 2)
+    s = scale.double().reshape(groups, per_group).repeat_interleave(out_channels // groups, dim=0)
+    t = shift.double().reshape(groups, per_group).repeat_interleave(out_channels // groups, dim=0)
+    bias = torch.zeros(out_channels, dtype=torch.float64, device=w.device) if bias is None else bias.double()
+    folded_b = bias + (w * t.reshape(*t.shape, *spatial)).flatten(1).sum(1)
+    return (w * s.reshape(*s.shape, *spatial)).detach(), folded_b.detach()
+
+
 def fold_bn_into(weight: torch.Tensor, bias: torch.Tensor | None, bn: nn.Module) -> Kernel:
     """Weight/bias of `layer` followed by `bn`, as one layer (conv of any groups/dilation, or linear)."""
     return affine_into(weight, bias, *bn_affine(bn))
@@ -134,6 +149,17 @@ def _conv_and_bn(branch: nn.Module) -> tuple[nn.Conv2d, nn.Module | None]:
     raise TypeError(f"branch {type(branch).__name__} is not conv, conv-BN, BN, scale or identity")
 
 
+def _scaled(kernel: Kernel, factor, channels: int) -> Kernel:
+    if factor is None:
+        return kernel
+    factor = torch.as_tensor(factor, dtype=torch.float64, device=kernel[0].device).reshape(-1)
+    if factor.numel() not in (1, channels):
+        raise NotFoldable(f"factor of {factor.numel()} values on {channels} channels",
+                          "scale of a branch does not match the channels")
+    factor = factor.expand(channels)
+    return affine_into(kernel[0], kernel[1], factor, torch.zeros_like(factor))
+
+
 class ConvGeometry:
     """Shape of the fused conv: the largest kernel height and width among the branches, with the stride,
     groups and channels of the largest-kernel conv (the first, if several)."""
@@ -200,10 +226,46 @@ class ConvGeometry:
 
 
 @torch.no_grad()
-def merge_branches(branches: list[nn.Module]) -> nn.Conv2d:
-    """Sum of parallel branches -> one conv with bias (linearity of convolution)."""
+def merge_branches(branches: list[nn.Module], factors: list | None = None) -> nn.Conv2d:
+    """Sum of parallel branches -> one conv with bias (linearity of convolution). `factors[i]` (None, a
+    scalar or one value per output channel) multiplies branch i: `x + g * (a(x) - b(x))` is a sum too."""
     geometry = ConvGeometry(branches)
     kernels = [branch_kernel(b, geometry) for b in branches]
+    if factors is not None:
+        kernels = [_scaled(k, f, geometry.out_channels) for k, f in zip(kernels, factors)]
     weight = torch.stack([w for w, _ in kernels]).sum(0)
     bias = torch.stack([b for _, b in kernels]).sum(0)
     return geometry.make_conv(weight, bias)
+
+
+@torch.no_grad()
+def merge_linear_branches(branches: list[nn.Module], factors: list | None = None) -> nn.Linear:
+    """Sum of parallel Linear branches (each a Linear, a BN -> Linear or a Linear -> BN, times its factor)
+    of one input -> one Linear: a distillation head's `(head(x) + head_dist(x)) / 2`."""
+    kernels = [_linear_kernel(b) for b in branches]
+    shapes = {tuple(w.shape) for w, _ in kernels}
+    if len(shapes) != 1:
+        raise NotFoldable(f"linear branches of shapes {sorted(shapes)}", "branches differ in features")
+    out_features = kernels[0][0].shape[0]
+    if factors is not None:
+        kernels = [_scaled(k, f, out_features) for k, f in zip(kernels, factors)]
+    weight = torch.stack([w for w, _ in kernels]).sum(0)
+    bias = torch.stack([b for _, b in kernels]).sum(0)
+    first = next(m for b in branches for m in b.modules() if isinstance(m, nn.Linear))
+    linear = nn.Linear(weight.shape[1], weight.shape[0], device=first.weight.device, dtype=first.weight.dtype)
+    linear.weight.copy_(weight)
+    linear.bias.copy_(bias)
+    return linear
+
+
+def _linear_kernel(branch: nn.Module) -> Kernel:
+    layers = list(branch.children()) if isinstance(branch, nn.Sequential) else [branch]
+    linear = next(m for m in layers if isinstance(m, nn.Linear))
+    weight, bias = linear.weight.detach().double(), linear.bias
+    bias = torch.zeros(weight.shape[0], dtype=torch.float64, device=weight.device) if bias is None \
+        else bias.detach().double()
+    if layers[0] is not linear:
+        return affine_before(weight, bias, *bn_affine(layers[0]))
+    if len(layers) == 2:
+        return affine_into(weight, bias, *bn_affine(layers[1]))
+    return weight, bias

@@ -1,19 +1,23 @@
-"""Fold BatchNorm into the Conv/Linear that feeds it, found in the traced graph."""
+"""Fold BatchNorm into the Conv/Linear that feeds it (or the Linear / unpadded conv it feeds), found in
+the traced graph.
+
+A norm is recognised by what it computes (`canonical.plain_batchnorm`), not by its exact class."""
 
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
 
-import torch
 import torch.fx as fx
 from torch import nn
 
-from deploykit.passes.fold import fold_bn_into
+from deploykit.passes.canonical import plain_batchnorm
+from deploykit.passes.fold import affine_before, bn_affine, fold_bn_into
 from deploykit.passes.registry import register_pass
 
-_FOLDABLE = {nn.Conv1d: nn.BatchNorm1d, nn.Conv2d: nn.BatchNorm2d, nn.Conv3d: nn.BatchNorm3d,
-             nn.Linear: nn.BatchNorm1d}
+_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)  # a norm after them folds into weight and bias
+_RESHAPES = {"flatten", "reshape", "view"}
+_SHAPE_ONLY = {"reshape_as", "view_as", "expand_as"}
 
 
 @dataclass(frozen=True)
@@ -49,18 +53,43 @@ def _fold_in_place(module: nn.Module) -> nn.Module:
     return graph_module
 
 
-def fold_bn_pairs(gm: fx.GraphModule) -> int:
-    """Fold every foldable pair in place; the number folded (0: `gm` untouched)."""
+def bn_pairs(gm: fx.GraphModule) -> dict[fx.Node, tuple[fx.Node, str]]:
+    """Every foldable pair: BN node -> (its layer's node, "after" for layer -> BN, "before" for BN -> Linear)."""
     modules = dict(gm.named_modules())
-    folded = 0
-    for node in list(gm.graph.nodes):
-        layer_node = _foldable_producer(node, modules)
-        if layer_node is None:
+    pairs = {}
+    for node in gm.graph.nodes:
+        layer = _foldable_producer(node, modules)
+        if layer is not None:
+            pairs[node] = (layer, "after")
+        elif _is_bn(node, modules) and len(node.users) == 1:
+            user = next(iter(node.users))
+            if _takes_norm_before(user, modules) and user.args[0] is node:
+                pairs[node] = (user, "before")
+    return pairs
+
+
+def fold_bn_pairs(gm: fx.GraphModule, verdicts: dict | None = None, folded_layers: dict | None = None) -> int:
+    """Fold every foldable pair in place; the number folded (0: `gm` untouched). With `verdicts` (BN node
+    -> whether folding it kept the pair's output on the probe), only pairs that passed are folded, and a
+    BN before a Linear (exact only when the norm's channels are the Linear's features) is folded too.
+    `folded_layers` (BN node -> the folded layer the check ran) spares computing a fold twice."""
+    folded_layers = folded_layers or {}
+    folded, modules = 0, dict(gm.named_modules())
+    for bn_node, (layer_node, where) in bn_pairs(gm).items():
+        passed = verdicts is None or verdicts.get(bn_node) is True
+        if not passed or (where == "before" and verdicts is None):
             continue
-        layer, bn = modules[layer_node.target], modules[node.target]
-        _replace_module(gm, layer_node.target, _folded_layer(layer, bn))
-        node.replace_all_uses_with(layer_node)
-        gm.graph.erase_node(node)
+        layer, bn = modules[layer_node.target], modules[bn_node.target]
+        cached = folded_layers.get(bn_node)
+        if cached is None or cached[0] is not layer:  # a Linear may take a norm on each side: fold the new one
+            cached = (layer, folded_pair(layer, bn, where))
+        modules[layer_node.target] = cached[1]
+        _replace_module(gm, layer_node.target, modules[layer_node.target])
+        if where == "after":
+            bn_node.replace_all_uses_with(bn_node.args[0])  # the layer, or the reshape of it
+        else:
+            layer_node.replace_input_with(bn_node, bn_node.args[0])
+        gm.graph.erase_node(bn_node)
         folded += 1
     if folded:
         gm.graph.lint()
@@ -69,26 +98,59 @@ def fold_bn_pairs(gm: fx.GraphModule) -> int:
     return folded
 
 
+def _takes_norm_before(node, modules: dict) -> bool:
+    """A Linear, or a conv without padding (NextViT's BN -> 1x1 conv): a norm before it folds into it."""
+    if _is_layer(node, modules, (nn.Linear,)):
+        return True
+    if not _is_layer(node, modules, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+        return False
+    padding = modules[node.target].padding
+    return padding == "valid" or (not isinstance(padding, str) and not any(padding))
+
+
+def _is_bn(node: fx.Node, modules: dict) -> bool:
+    return (node.op == "call_module" and plain_batchnorm(modules[node.target]) and len(node.args) == 1
+            and isinstance(node.args[0], fx.Node) and not node.kwargs)
+
+
+def _is_layer(node, modules: dict, types: tuple) -> bool:
+    return (isinstance(node, fx.Node) and node.op == "call_module" and type(modules[node.target]) in types
+            and len(node.args) == 1 and not node.kwargs)
+
+
 def _foldable_producer(node: fx.Node, modules: dict) -> fx.Node | None:
-    """The conv/linear node feeding BN `node` if the pair may be folded (the layer has no other user)."""
-    if node.op != "call_module" or not node.args or not isinstance(node.args[0], fx.Node):
+    """The conv/linear node feeding BN `node` if the pair may be folded (nothing else reads the layer's
+    values). A Linear may reach its norm through a reshape that merges leading dims (LeViT's
+    `bn(linear(x).flatten(0, 1))`): its features stay the last dim; the probe check confirms it."""
+    if not _is_bn(node, modules):
         return None
     src = node.args[0]
-    if src.op != "call_module" or len(src.users) != 1:
+    if (isinstance(src, fx.Node) and src.op == "call_method" and src.target in _RESHAPES
+            and len(src.users) == 1 and _is_layer(src.args[0], modules, (nn.Linear,))):
+        src = src.args[0]
+    if not _is_layer(src, modules, _LAYERS) or len(value_users(src)) != 1:
         return None
-    bn, layer = modules[node.target], modules[src.target]
-    expected = _FOLDABLE.get(type(layer))
-    return src if expected is not None and type(bn) is expected and bn.track_running_stats else None
+    return src
 
 
-def _folded_layer(layer: nn.Module, bn: nn.Module) -> nn.Module:
-    weight, bias = fold_bn_into(layer.weight, layer.bias, bn)
-    new = copy.deepcopy(layer)
-    if new.bias is None:
-        new.bias = nn.Parameter(torch.empty(bias.shape, dtype=new.weight.dtype))
-    with torch.no_grad():
-        new.weight.copy_(weight)  # copy_ casts the float64 fold back to the layer's dtype
-        new.bias.copy_(bias)
+def value_users(node: fx.Node) -> list[fx.Node]:
+    """The users that read `node`'s values (not only its shape, as `y.reshape_as(node)` does)."""
+    return [u for u in node.users if not (u.op == "call_method" and u.target in _SHAPE_ONLY
+                                          and len(u.args) > 1 and u.args[0] is not node)]
+
+
+def folded_pair(layer: nn.Module, bn: nn.Module, where: str = "after") -> nn.Module:
+    """`layer` with `bn` folded in: after it (conv/linear -> BN) or before it (BN -> linear). A shallow
+    copy with new weight and bias (a deepcopy per pair costs more than the fold)."""
+    if where == "after":
+        weight, bias = fold_bn_into(layer.weight, layer.bias, bn)
+    else:
+        weight, bias = affine_before(layer.weight, layer.bias, *bn_affine(bn), getattr(layer, "groups", 1))
+    new = copy.copy(layer)
+    new._parameters = dict(layer._parameters)
+    dtype = layer.weight.dtype  # the float64 fold cast back to the layer's dtype
+    new.weight = nn.Parameter(weight.to(dtype), requires_grad=layer.weight.requires_grad)
+    new.bias = nn.Parameter(bias.to(dtype), requires_grad=layer.weight.requires_grad)
     return new
 
 

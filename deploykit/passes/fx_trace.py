@@ -8,6 +8,8 @@ import torch.fx as fx
 from torch import nn
 from torch.utils._pytree import tree_map
 
+from deploykit.passes.canonical import plain_batchnorm
+
 _STANDARD = fx.Tracer()  # torch's own rule: torch.nn layers are leaves, Sequential is traced through
 
 
@@ -23,7 +25,7 @@ class _LeafTracer(fx.Tracer):
         self.opaque = opaque
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        return super().is_leaf_module(m, module_qualified_name) or id(m) in self.opaque
+        return super().is_leaf_module(m, module_qualified_name) or id(m) in self.opaque or plain_batchnorm(m)
 
 
 def untraceable(root: nn.Module) -> set[int]:
@@ -33,7 +35,7 @@ def untraceable(root: nn.Module) -> set[int]:
     children already known as leaves: one bad child does not make the whole parent opaque."""
     opaque: set[int] = set()
     for module in reversed(list(root.modules())[1:]):
-        if is_standard_leaf(module):
+        if is_standard_leaf(module) or plain_batchnorm(module):  # a norm is a layer: nothing to fold inside
             continue
         try:
             _LeafTracer(opaque).trace(module)
@@ -59,9 +61,11 @@ def trace_with_leaves(module: nn.Module) -> tuple[fx.GraphModule, list[str]] | N
 def _trace(module: nn.Module, opaque: set[int]) -> tuple[_LeafTracer, fx.Graph] | None:
     tracer = _LeafTracer(opaque)
     try:
-        return tracer, tracer.trace(module)
+        graph = tracer.trace(module)
+        graph.lint()  # a module that caches tensors across calls can leak another trace's nodes into this one
     except Exception:  # noqa: BLE001
         return None
+    return tracer, graph
 
 
 def clone_tensors(value):
@@ -71,11 +75,12 @@ def clone_tensors(value):
 
 class Recorder(fx.Interpreter):
     """One run of a traced graph that keeps copies of the values of `keep` nodes, whether `watch` nodes
-    produced tensors, and the first arguments each leaf target in `leaves` was called with."""
+    produced tensors, and the first arguments each leaf target in `leaves` was called with; `observer`
+    (node, args, result) sees every node as it runs."""
 
-    def __init__(self, gm: fx.GraphModule, *, keep: set, watch: set, leaves: list[str]) -> None:
+    def __init__(self, gm: fx.GraphModule, *, keep: set, watch: set, leaves: list[str], observer=None) -> None:
         super().__init__(gm)
-        self.keep, self.watch, self.leaves = keep, watch, set(leaves)
+        self.keep, self.watch, self.leaves, self.observer = keep, watch, set(leaves), observer
         self.values: dict[fx.Node, object] = {}
         self.is_tensor: dict[fx.Node, bool] = {}
         self.leaf_args: dict[str, tuple] = {}
@@ -86,6 +91,8 @@ class Recorder(fx.Interpreter):
             if not kwargs:  # a leaf is re-run positionally when it is folded on its own
                 self.leaf_args[n.target] = clone_tensors(args)
         result = super().run_node(n)
+        if self.observer is not None:
+            self.observer(n, self.fetch_args_kwargs_from_env(n)[0], result)
         if n in self.keep:
             self.values[n] = clone_tensors(result)
         if n in self.watch:
@@ -124,3 +131,19 @@ def capture_child_inputs(module: nn.Module, args: tuple) -> dict[str, tuple]:
         for handle in handles:
             handle.remove()
     return captured
+
+
+@torch.no_grad()
+def node_ranks(gm: fx.GraphModule, args: tuple) -> dict[fx.Node, int]:
+    """The rank of every tensor the graph computes on `args` (one forward)."""
+    ranks: dict[fx.Node, int] = {}
+
+    class _Ranks(fx.Interpreter):
+        def run_node(self, n: fx.Node):
+            result = super().run_node(n)
+            if isinstance(result, torch.Tensor):
+                ranks[n] = result.dim()
+            return result
+
+    _Ranks(gm).run(*args)
+    return ranks

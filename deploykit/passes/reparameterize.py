@@ -5,7 +5,10 @@ every sum of parallel conv / conv-BN / BN / identity / channel-scale branches re
 one conv (`graph_reparam`); Conv/Linear -> BN pairs are folded too. Everything else stays, with the
 reason in the report. Protocol fast path: a block that offers `reparam_branches()` and
 `reparam_rebuild(conv)` is merged from what it declares. Both paths use `fold.merge_branches`, and each
-fold is checked on the block's own input during one probe forward.
+fold is checked on the block's own input during one probe forward. Fallback: a block the generic path
+leaves unfolded that has its own `fuse()`/`reparameterize()`/`switch_to_deploy()` (timm's) is folded by
+it, checked the same way; the report names the path that folded each block ("graph", "protocol",
+"own-method").
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from deploykit.passes.fold import merge_branches
 from deploykit.passes.fold_bn import require_eval
 from deploykit.passes.fx_trace import clone_tensors
 from deploykit.passes.graph_reparam import check_fold, reparam_graph, run_probe
+from deploykit.passes.own_methods import blocks_to_refold, refold_block
 from deploykit.passes.registry import PassResult, register_pass
 from deploykit.passes.reparam_report import FoldedBlock, ReparamReport, branch_kind, where
 
@@ -28,9 +32,12 @@ PROBE_SIZE = 64  # default probe: (1, C, 64, 64), C from the first conv
 
 @dataclass(frozen=True)
 class ReparameterizeConfig:
-    """`use_protocol`: merge blocks that declare their branches directly (fast, same result)."""
+    """`use_protocol`: merge blocks that declare their branches directly (fast, same result).
+    `use_own_methods`: where the generic path leaves a block unfolded, fall back to the block's own
+    `fuse()` / `reparameterize()` / `switch_to_deploy()` (checked like every fold)."""
 
     use_protocol: bool = True
+    use_own_methods: bool = True
 
 
 def is_multibranch(module: nn.Module) -> bool:
@@ -60,13 +67,40 @@ def reparameterize_with_report(model: nn.Module, example_input: torch.Tensor | t
     `example_input` (default: a (1, C, 64, 64) randn, C from the first conv) is run once; each fold is
     checked on the input its block received."""
     require_eval(model, "reparameterize")
-    model, report = copy.deepcopy(model), ReparamReport()
     args = _example_args(model, example_input)
     if args is None:  # no conv or linear layer: nothing to fold
-        return model.eval(), report
+        return copy.deepcopy(model).eval(), ReparamReport()
+    deployed, report = _generic(model, args, config, {})
+    refold = blocks_to_refold(model, report.unfolded) if config.use_own_methods else {}
+    if refold:  # once more, with those blocks folded by their own methods first
+        deployed, report = _generic(model, args, config, refold)
+    return deployed, report
+
+
+def _generic(model: nn.Module, args: tuple, config: ReparameterizeConfig,
+             refold: dict[str, nn.Module]) -> tuple[nn.Module, ReparamReport]:
+    model, report = copy.deepcopy(model), ReparamReport()
+    if refold:
+        model = _refold_own(model, args, list(refold), report)
     if config.use_protocol:
         model = _merge_protocol_blocks(model, args, report)
     return reparam_graph(model, args, "", report).eval(), report
+
+
+def _refold_own(model: nn.Module, args: tuple, names: list[str], report: ReparamReport) -> nn.Module:
+    """The blocks `names` folded by their own methods, each checked on its captured input and output."""
+    blocks = {name: model.get_submodule(name) for name in names}
+    io = run_probe(lambda m, a: _capture_block_io(m, a, blocks), model, args)
+    for name, block in blocks.items():
+        folded, record = refold_block(block, io.get(name), name, check_fold)
+        if folded is None:
+            report.left.append(record)
+            continue
+        report.blocks.append(record)
+        if not name:
+            return folded
+        model.set_submodule(name, folded)
+    return model
 
 
 def _example_args(model: nn.Module, example_input) -> tuple | None:

@@ -18,6 +18,7 @@ from deploykit.core.preprocess import Preprocess
 from deploykit.passes.runner import run_passes
 from deploykit.pipeline.targets import ExportContext, TargetBuild, check_options, get_target
 from deploykit.pipeline.user_model import build_user_model, factory_name
+from deploykit.zoo import timm_source
 from deploykit.zoo.weights import LoadedWeights
 
 DEPLOY_PASSES = ("reparameterize", "fold_bn")
@@ -38,11 +39,17 @@ class ExportRequest:
     model_from: str | None = None  # "package.module:factory": the user's own model (see user_model.py)
     prune: object | None = None  # a prune_chain.PruneRequest: prune (+ fine-tune) first, see _prune
     progress: Callable[[str], None] | None = field(default=None, compare=False)  # told each long step's name
+    require_folded: bool = False  # an unfolded multi-branch sum or norm is an error (nothing written)
 
     @property
     def name(self) -> str:
-        """The artifact's name: the zoo model, or the factory's name."""
+        """The model's name in the manifest: the zoo model, `timm/NAME`, or the factory's name."""
         return self.model or factory_name(self.model_from)
+
+    @property
+    def artifact_name(self) -> str:
+        """The artifact's file name stem (`timm/mobileone_s1` -> `timm-mobileone_s1`)."""
+        return self.name.replace("/", "-")
 
 
 @dataclass
@@ -64,6 +71,8 @@ def build_float_model(request: ExportRequest) -> LoadedWeights:
         raise DeployKitError("--weights and --random-init exclude each other", fix="drop one of them")
     if request.model_from is not None:
         return build_user_model(request.model_from, request.weights)
+    if timm_source.is_timm_name(request.model):
+        return _build_timm_model(request)
     model = zoo.create(request.model, num_classes=request.num_classes)
     if request.weights is not None:  # a pruned checkpoint stores its layer widths: thin the model first
         from deploykit.zoo.structure import thin_to_checkpoint
@@ -72,6 +81,21 @@ def build_float_model(request: ExportRequest) -> LoadedWeights:
     released_head = request.num_classes in (None, zoo.get(request.model).num_classes)
     return zoo.load_weights(request.model, model, request.weights,
                             pretrained=released_head and not request.random_init)
+
+
+def _build_timm_model(request: ExportRequest) -> LoadedWeights:
+    """timm's model code, random init unless --weights names a local timm checkpoint (no downloads)."""
+    if request.weights is None and not request.random_init:
+        raise DeployKitError(f"{request.model}: deploykit never downloads weights",
+                             fix="pass --weights FILE (a timm checkpoint, e.g. model.safetensors) or --random-init")
+    model = timm_source.create(request.model, request.num_classes)
+    if request.weights is None:
+        return LoadedWeights(model)
+    from deploykit.core.fsutil import sha256_file
+
+    warnings = tuple(timm_source.load_weights(model, request.weights))
+    return LoadedWeights(model.eval(), sha256_file(Path(request.weights)), Path(request.weights), "training", "timm",
+                         warnings)
 
 
 def probe_batch(batch: int, channels: int, size: int, seed: int = 0) -> torch.Tensor:
@@ -83,7 +107,7 @@ def export(request: ExportRequest) -> ExportOutcome:
     target = get_target(request.target)
     check_options(target, request.options)
     _check_model_source(request)
-    final = check_output_dir(request.out_dir) / target.file_name(request.name, request.options)
+    final = check_output_dir(request.out_dir) / target.file_name(request.artifact_name, request.options)
     check_replaceable(final)  # both before the work, not after it (and again when publishing)
     preprocess = _preprocess(request)
     loaded = build_float_model(request)
@@ -96,6 +120,7 @@ def export(request: ExportRequest) -> ExportOutcome:
     _check_reference(reference, loaded)
     steps = [(name, None) for name in DEPLOY_PASSES] if request.passes is None else list(request.passes)
     deployed = run_passes(model, steps, probe)
+    _check_folded(request, deployed.records)
     ctx = ExportContext(request.name, model, deployed.model, probe, reference, preprocess, dict(request.options),
                         progress=request.progress)
     with staging_dir(final.parent) as tmp:
@@ -113,6 +138,23 @@ def export(request: ExportRequest) -> ExportOutcome:
     return ExportOutcome(final, manifest, build)
 
 
+def _check_folded(request: ExportRequest, records) -> None:
+    """--require-folded: unfolded multi-branch sums or norms stop the export before anything is written."""
+    unfolded = unfolded_record(records)
+    if not request.require_folded or not unfolded or not (unfolded["sums"] or unfolded["norms"]):
+        return
+    places = "; ".join(f"{x['where']} ({x['reason']})" for x in unfolded["first"][:3])
+    raise DeployKitError(f"--require-folded: reparameterize left {unfolded['sums']} multi-branch sums and "
+                         f"{unfolded['norms']} norms unfolded: {places}",
+                         fix="run with -v for every place and reason, or drop --require-folded")
+
+
+def unfolded_record(records) -> dict | None:
+    """The reparameterize pass's account of what it left unfolded (None when the pass did not run)."""
+    record = next((r for r in records if r.name == "reparameterize"), None)
+    return None if record is None else record.report.get("unfolded")
+
+
 def _check_reference(reference, loaded: LoadedWeights) -> None:
     """A float model whose outputs are NaN/Inf cannot be a reference: say so, with what its weights look like."""
     if not np.isfinite(reference).all():
@@ -125,7 +167,7 @@ def _prune(request: ExportRequest, loaded: LoadedWeights, preprocess: Preprocess
     """The pruned (and, with fine-tune data, distilled) float model and its manifest record."""
     from deploykit.pipeline.prune_chain import prune_for_export
 
-    if request.model is None:
+    if request.model is None or timm_source.is_timm_name(request.model):
         raise DeployKitError("--prune works on zoo models", fix="export a zoo MODEL, or prune your model in Python "
                                                                 "with deploykit.passes.prune_channels")
     return prune_for_export(request.model, loaded.model, loaded.path, preprocess, request.prune,
@@ -137,14 +179,19 @@ def _check_model_source(request: ExportRequest) -> None:
         raise DeployKitError("give a zoo MODEL or --model-from package.module:factory (exactly one)",
                              fix="e.g. `deploykit export mobileone_s0`, or `deploykit export --model-from "
                                  "mypkg.models:build_net`")
+    if timm_source.is_timm_name(request.model):
+        timm_source.check_name(request.model)  # a wrong name fails before anything else runs
     if request.model_from is not None and request.num_classes is not None:
         raise DeployKitError("--num-classes is for zoo models; a --model-from factory builds its own head",
                              fix="drop --num-classes")
 
 
 def _preprocess(request: ExportRequest) -> Preprocess:
-    """A zoo model's own preprocessing; a user model gets the default (ImageNet, 224, RGB)."""
-    base = Preprocess() if request.model_from is not None else zoo.get(request.model).preprocess
+    """A zoo or timm model's own preprocessing; a user model gets the default (ImageNet, 224, RGB)."""
+    if timm_source.is_timm_name(request.model):
+        base = timm_source.default_preprocess(request.model)
+    else:
+        base = Preprocess() if request.model_from is not None else zoo.get(request.model).preprocess
     return base.with_size(request.input_size or base.input_size)
 
 

@@ -111,6 +111,62 @@ class Gated(nn.Module):
         return self.block(x)
 
 
+class PoolBranch(nn.Module):
+    """DBB's average-pool branch beside a 3x3 conv-BN and the identity: the generic pass does not express
+    pooling as a branch, so the block has its own `reparameterize()` (as timm's blocks do); with
+    `wrong=True` that method folds badly (a bias off by 1), which the probe check must catch."""
+
+    def __init__(self, channels: int, wrong: bool = False, own_method: bool = True) -> None:
+        super().__init__()
+        self.conv, self.bn = _conv(channels, channels, 3), nn.BatchNorm2d(channels)
+        self.pool = nn.AvgPool2d(3, 1, 1, count_include_pad=True)
+        self.reparam_conv, self.wrong = None, wrong
+        if not own_method:
+            self.reparameterize = None
+
+    def forward(self, x):
+        if self.reparam_conv is not None:
+            return self.reparam_conv(x)
+        return self.bn(self.conv(x)) + self.pool(x) + x
+
+    @torch.no_grad()
+    def reparameterize(self):
+        from deploykit.passes.fold import fold_bn_into, identity_kernel
+
+        weight, bias = fold_bn_into(self.conv.weight, None, self.bn)
+        channels = weight.shape[0]
+        eye = identity_kernel(channels, 1, (3, 3))
+        pool = eye[:, :, 1:2, 1:2].expand(-1, -1, 3, 3) / 9.0
+        self.reparam_conv = nn.Conv2d(channels, channels, 3, 1, 1)
+        self.reparam_conv.weight.copy_(weight + eye + pool)
+        self.reparam_conv.bias.copy_(bias + (1.0 if self.wrong else 0.0))
+        del self.conv, self.bn, self.pool
+
+
+class PoolNet(nn.Module):
+    def __init__(self, width: int = 8, **block) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(_conv(3, width, 3, 2), nn.BatchNorm2d(width), nn.ReLU())
+        self.block = PoolBranch(width, **block)
+        self.head = nn.Linear(width, 5)
+
+    def forward(self, x):
+        return self.head(F.relu(self.block(self.stem(x))).mean((2, 3)))
+
+
+def pool_net() -> nn.Module:
+    """A `--model-from` factory whose block neither the generic path nor an own method folds."""
+    torch.manual_seed(0)
+    return randomize_bn(PoolNet(own_method=False), seed=4).eval()
+
+
+def timm_mobileone_s1() -> nn.Module:
+    """The issue's `usermodels.py`: timm's MobileOne-S1 from timm's own factory."""
+    import timm
+
+    return timm.create_model("mobileone_s1", num_classes=1000)
+
+
 def rep_net() -> nn.Module:
     """The `--model-from` factory: trained-looking BN statistics, eval mode."""
     torch.manual_seed(0)

@@ -103,3 +103,20 @@ def test_misaligned_branch_is_rejected():
     branches = [_conv_bn(4, 4, 3, 1, 1), nn.Conv2d(4, 4, 1, padding=1)]
     with pytest.raises(ValueError, match="does not align"):
         merge_branches(branches)
+
+
+@pytest.mark.parametrize("layer", [nn.Linear(6, 5), nn.Conv2d(6, 4, 1), nn.Conv2d(6, 4, 3, groups=2),
+                                   nn.Conv2d(6, 6, 2, stride=2, groups=6, bias=False)])
+def test_a_norm_before_a_linear_or_unpadded_conv_folds_into_it(layer):
+    """NormLinear (RepViT/LeViT heads) and NextViT's BN -> 1x1 conv: W (s x + t) + b, any groups."""
+    from deploykit.passes.fold_bn import folded_pair
+
+    torch.manual_seed(0)
+    bn = nn.BatchNorm1d(6) if isinstance(layer, nn.Linear) else nn.BatchNorm2d(6)
+    with torch.no_grad():
+        bn.weight.uniform_(0.5, 1.5), bn.bias.normal_(), bn.running_mean.normal_(), bn.running_var.uniform_(0.5, 2)
+    model = nn.Sequential(bn, layer).eval()
+    x = torch.randn(3, 6) if isinstance(layer, nn.Linear) else torch.randn(3, 6, 8, 8)
+    with torch.no_grad():
+        expected, actual = model(x), folded_pair(layer, bn, "before")(x)
+    assert ((expected - actual).abs().max() / expected.abs().max()).item() < 1e-6

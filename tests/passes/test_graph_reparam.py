@@ -195,8 +195,8 @@ def test_probe_check_rejects_a_wrong_fold(monkeypatch):
 
     right = graph_reparam.merge_branches
 
-    def wrong(branches):
-        conv = right(branches)
+    def wrong(branches, factors=None):
+        conv = right(branches, factors)
         with torch.no_grad():
             conv.bias.add_(1.0)
         return conv

@@ -1,0 +1,1 @@
+"""Stand-in: only `torchvision.ops.misc.FrozenBatchNorm2d`."""
