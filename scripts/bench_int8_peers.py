@@ -18,12 +18,17 @@ export, parity gates, search and the int8-vs-float timing).
 
 Usage (from the project root):
     python scripts/bench_int8_peers.py [--models resnet56_cifar,...] [--runs 100] [--threads 2]
-                                       [--skip-accuracy] [--update BENCHMARKS.md]
+                                       [--skip-accuracy] [--work DIR] [--update BENCHMARKS.md]
+    python scripts/bench_int8_peers.py --latency-from DIR [--update BENCHMARKS.md]
+
+`--work DIR` keeps the artifacts and results; `--latency-from DIR` times them again (accuracy and export
+times kept): builds and accuracy can run on a busy machine, latency once it is quiet.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -78,6 +83,20 @@ class Result:
     latency: dict = field(default_factory=dict)  # runtime -> {label: p50 ms}
     top1: dict = field(default_factory=dict)  # runtime -> {label: top-1}
     notes: list = field(default_factory=list)
+    calib_record: dict | None = None
+    n_eval: int = 0
+
+    def to_json(self) -> dict:
+        files = {f"{tool}|{where}": str(path) for (tool, where), path in self.files.items()}
+        return {"model": self.case.model, "files": files, "seconds": self.seconds, "top1": self.top1,
+                "notes": self.notes, "calib_record": self.calib_record, "n_eval": self.n_eval}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Result":
+        files = {tuple(key.split("|", 1)): Path(path) for key, path in data["files"].items()}
+        notes = [n for n in data["notes"] if "timing rounds" not in n]  # latency notes are remeasured
+        return cls(CASES[data["model"]], files, data["seconds"], {}, data["top1"], notes,
+                   data["calib_record"], data["n_eval"])
 
 
 # --- building ---------------------------------------------------------------------------------------
@@ -151,7 +170,7 @@ def build_peers(float_path: Path, images: list[np.ndarray], work: Path, result: 
 def int8_files(result: Result, runtime: str) -> dict[str, Path]:
     """What runs on `runtime`: deploykit's file for that runtime's device, and every peer."""
     device = {"onnxruntime": "host-cpu-ort", "openvino": "host-cpu-openvino"}[runtime]
-    files = {tool: path for (tool, where), path in result.files.items() if tool != "deploykit"}
+    files = {tool: path for (tool, where), path in result.files.items() if tool not in ("deploykit", "float")}
     if ("deploykit", device) in result.files:
         files = {"deploykit": result.files[("deploykit", device)], **files}
     return files
@@ -202,11 +221,12 @@ def bench(case: Case, *, runs: int, threads: int, accuracy: bool, tmp: Path) -> 
     work.mkdir()
     result = Result(case)
     float_path, weights = float_onnx(case, work)
+    result.files[("float", "")] = float_path
     for device in ("host-cpu-ort", "host-cpu-openvino"):
         deploykit_int8(case, weights, device, work, result)
     build_peers(float_path, calibration_images(case), work, result)
     measure_latency(float_path, result, runs, threads)
-    if accuracy and case.eval_data is not None and hasattr(result, "calib_record"):
+    if accuracy and case.eval_data is not None and result.calib_record is not None:
         measure_accuracy(float_path, result, threads)
     return result
 
@@ -276,17 +296,40 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip-accuracy", action="store_true")
+    parser.add_argument("--work", type=Path, help="keep artifacts and results here (default: a temp folder)")
+    parser.add_argument("--latency-from", type=Path, help="time the artifacts a --work run kept, again")
     parser.add_argument("--update", type=Path, help="replace this section of a BENCHMARKS.md")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     before = os.getloadavg()[0]
-    with tempfile.TemporaryDirectory(prefix="bench-int8-peers-") as tmp:
-        results = [bench(CASES[name], runs=args.runs, threads=args.threads, accuracy=not args.skip_accuracy,
-                         tmp=Path(tmp)) for name in args.models.split(",")]
+    if args.latency_from:
+        results = remeasure(args.latency_from, args.runs, args.threads)
+    elif args.work:
+        results = build_all(args, args.work)
+    else:
+        with tempfile.TemporaryDirectory(prefix="bench-int8-peers-") as tmp:
+            results = build_all(args, Path(tmp))
     text = render(results, args.runs, args.threads, (before, os.getloadavg()[0]))
     print(text)
     if args.update:
         update_section(args.update, "int8-peers", text)
+
+
+def build_all(args, work: Path) -> list[Result]:
+    work.mkdir(parents=True, exist_ok=True)
+    results = []
+    for name in args.models.split(","):
+        results.append(bench(CASES[name], runs=args.runs, threads=args.threads, accuracy=not args.skip_accuracy,
+                             tmp=work))
+        (work / "results.json").write_text(json.dumps([r.to_json() for r in results], indent=1))
+    return results
+
+
+def remeasure(work: Path, runs: int, threads: int) -> list[Result]:
+    results = [Result.from_json(d) for d in json.loads((work / "results.json").read_text())]
+    for result in results:
+        measure_latency(result.files[("float", "")], result, runs, threads)
+    return results
 
 
 if __name__ == "__main__":

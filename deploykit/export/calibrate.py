@@ -34,12 +34,20 @@ def collect_ranges(prepared: Path, batches: list[np.ndarray], *, workdir: Path, 
     high: dict[str, np.ndarray] = {}
     collectors = {m: _collector(m) for m in methods if m in HISTOGRAMS}
     for chunk in _chunks(batches, max(1, CHUNK_IMAGES // len(batches[0]))):
-        tensors = _run_chunk(session, names, wanted, chunk, input_name)
-        _update_min_max(tensors, low, high)
-        for collector in collectors.values():
-            with quiet():
-                collector.collect(tensors)
+        for name, arrays in _run_chunk(session, names, wanted, chunk, input_name).items():
+            _collect_tensor(name, arrays, low, high, collectors)
     return _results(methods, low, high, collectors)
+
+
+def _collect_tensor(name: str, arrays: list[np.ndarray], low: dict, high: dict, collectors: dict) -> None:
+    """One tensor's chunk into every method: flattened once, its min and max computed once (each of ORT's
+    collectors would copy and scan it again: most of the calibration time)."""
+    values = np.concatenate([a.ravel() for a in arrays]) if len(arrays) > 1 else arrays[0].ravel()
+    lo, hi = (_extreme(values, np.min, np.nanmin), _extreme(values, np.max, np.nanmax)) if values.size else \
+        (values.dtype.type(0),) * 2
+    _update_min_max(name, values.dtype, lo, hi, low, high)
+    for collector in collectors.values():
+        collector.add(name, values, lo, hi)
 
 
 def save_ranges(ranges, path: Path) -> Path:
@@ -68,32 +76,42 @@ def _collector(method: str):
 
 
 def _collector_type():
-    """ONNX Runtime's collector with one change: the percentile histogram's uniform bins are counted with
-    numpy's uniform-bin path. ORT passes the bin edges as an array, which makes numpy sort every activation
-    (O(n log n): 15 of 29 s of calibrating resnet56_cifar); the edges are uniform by construction, so the
-    counts are the same up to values within float rounding of an edge."""
+    """ONNX Runtime's collector, fed a tensor whose min and max are already known (`add`), with one change: the
+    percentile histogram's uniform bins are counted with numpy's uniform-bin path. ORT passes the bin edges as
+    an array, which makes numpy sort every activation (O(n log n): 15 of 29 s of calibrating resnet56_cifar);
+    the edges are uniform by construction, so the counts are the same up to values within float rounding of
+    an edge. The entropy histogram is ORT's `collect_value` step by step, without its own min/max scans."""
     from onnxruntime.quantization.calibrate import HistogramCollector
 
-    class UniformBinsCollector(HistogramCollector):
-        def collect_absolute_value(self, name_to_arr):
-            for tensor, arrays in name_to_arr.items():
-                values = np.concatenate([np.asarray(a).ravel() for a in arrays])
-                self.histogram_dict[tensor] = _merge_absolute(self.histogram_dict.get(tensor), values,
+    class KnownRangeCollector(HistogramCollector):
+        def add(self, tensor: str, values: np.ndarray, lo, hi) -> None:
+            if self.method == "percentile":  # ORT's collect_absolute_value (symmetric)
+                self.histogram_dict[tensor] = _merge_absolute(self.histogram_dict.get(tensor), values, lo, hi,
                                                               self.num_bins)
+            else:
+                self._add_value(tensor, values, lo, hi)
 
-    return UniformBinsCollector
+        def _add_value(self, tensor, values, lo, hi) -> None:
+            threshold = np.array(max(abs(lo), abs(hi)), dtype=values.dtype)
+            old = self.histogram_dict.get(tensor)
+            if old is not None:
+                self.histogram_dict[tensor] = self.merge_histogram(old, values, lo, hi, threshold)
+                return
+            hist, edges = np.histogram(values, self.num_bins, range=(-threshold, threshold))
+            self.histogram_dict[tensor] = (hist, edges, lo, hi, threshold)
+
+    return KnownRangeCollector
 
 
-def _merge_absolute(old: tuple | None, values: np.ndarray, num_bins: int) -> tuple:
+def _merge_absolute(old: tuple | None, values: np.ndarray, low, high, num_bins: int) -> tuple:
     """ORT's (hist, edges, min, max) of |values|, merged into `old`: its bins keep their width and grow
     to the right when larger magnitudes arrive."""
-    low, high = (np.nanmin(values), np.nanmax(values)) if values.size else (values.dtype.type(0),) * 2
     magnitudes = np.absolute(values)
     if old is None:
         hist, edges = np.histogram(magnitudes, bins=num_bins)
         return hist, edges.astype(values.dtype), low, high
     old_hist, edges, old_low, old_high = old
-    peak = np.nanmax(magnitudes)
+    peak = max(abs(low), abs(high))  # the largest magnitude, without another scan
     if peak > edges[-1]:
         width = edges[1] - edges[0]
         edges = np.hstack((edges, np.arange(edges[-1] + width, peak + width, width)))
@@ -117,20 +135,18 @@ def _run_chunk(session, names: list[str], wanted: set[str], chunk: list[np.ndarr
     return tensors
 
 
-def _update_min_max(tensors: dict[str, list[np.ndarray]], low: dict, high: dict) -> None:
+def _update_min_max(name: str, dtype, lo, hi, low: dict, high: dict) -> None:
     """The minmax calibrator's result: the smallest and largest value seen, NaN ignored (shaped (1,), as its
     ReduceMin/ReduceMax outputs are)."""
-    for name, values in tensors.items():
-        lo = np.array([np.nanmin([_extreme(v, np.min, np.nanmin) for v in values])], dtype=values[0].dtype)
-        hi = np.array([np.nanmax([_extreme(v, np.max, np.nanmax) for v in values])], dtype=values[0].dtype)
-        low[name] = lo if name not in low else np.minimum(low[name], lo)
-        high[name] = hi if name not in high else np.maximum(high[name], hi)
+    lo, hi = np.array([lo], dtype=dtype), np.array([hi], dtype=dtype)
+    low[name] = lo if name not in low else np.minimum(low[name], lo)
+    high[name] = hi if name not in high else np.maximum(high[name], hi)
 
 
 def _extreme(values: np.ndarray, plain, nan_aware):
     """min/max ignoring NaN, at the plain reduction's speed when there is none (the usual case)."""
-    result = plain(values) if values.size else np.nan
-    return nan_aware(values) if values.size and np.isnan(result) else result
+    result = plain(values)
+    return nan_aware(values) if np.isnan(result) else result
 
 
 def _results(methods: Iterable[str], low: dict, high: dict, collectors: dict) -> dict[str, object]:
