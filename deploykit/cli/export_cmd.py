@@ -156,7 +156,8 @@ def report(outcome) -> None:
 
 def _weights(parent: dict) -> str:
     if not parent.get("weights_file"):
-        return "[yellow]random init[/] (untrained)"
+        return ("[yellow]random init[/] (untrained): a trained model needs --weights FILE "
+                "(`deploykit models` shows which models have weights here)")
     fused = ", already fused" if parent.get("kind") == "torch-deploy-form" else ""
     return (f"{escape(parent['weights_file'])} ({escape(str(parent.get('weights_layout')))} layout{fused}), "
             f"sha256 {parent['weights_sha256'][:12]}…")
