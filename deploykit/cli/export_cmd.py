@@ -27,6 +27,8 @@ def export(
     random_init: bool = typer.Option(False, "--random-init",
                                      help="export a random init even where the zoo has released weights"),
     out: Path = typer.Option(Path("artifacts"), help="output directory"),
+    force: bool = typer.Option(False, "--force", help="replace an artifact of the same name made by a different "
+                                                      "export (a rerun of the same export replaces it anyway)"),
     input_size: Optional[int] = typer.Option(None, help="input resolution (default: the model's own)"),
     batch: int = typer.Option(1, min=1, help="static batch size of the exported graph"),
     dynamic_batch: bool = typer.Option(False, "--dynamic-batch", help="onnx (fp32): leave the batch axis free, "
@@ -86,11 +88,11 @@ def export(
                                 accuracy_budget=accuracy_budget, dynamic_batch=dynamic_batch, device=device,
                                 require_faster=require_faster)},
                             prune=_prune_request(prune, prune_importance, finetune_data, finetune_epochs,
-                                                 finetune_lr, threads), require_folded=require_folded)
-    with console.status(f"exporting {model or model_from} to {target}…") as status:
-        request = dataclasses.replace(request, progress=lambda step: status.update(
-            f"exporting {model or model_from} to {target}: {step}…"))
-        outcome = run_export(request)
+                                                 finetune_lr, threads), require_folded=require_folded, force=force)
+    from deploykit.cli.progress import ProgressDisplay
+
+    with ProgressDisplay(f"exporting {model or model_from} to {target}") as display:
+        outcome = run_export(dataclasses.replace(request, progress=display.update))
     report(outcome)
     _report_pruning(outcome.manifest.extra.get("pruning"))
     from deploykit.cli.reparam_table import print_fold_summary

@@ -6,9 +6,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-from deploykit.cli.app import command, console, err_console
+from deploykit.cli.app import command, console
 
 SCRATCH_LR, FINETUNE_LR = 0.2, 0.02
 
@@ -59,48 +57,11 @@ def finetune(
     request = FinetuneRequest(model=model, data=data, out=out, config=config, weights=weights, teacher=teacher,
                               eval_data=eval_data, limit=limit, save_every=save_every,
                               stop_after_epochs=stop_after_epochs, save_dtype=save_dtype, threads=threads)
-    with _Bar() as bar:
-        outcome = run_finetune(request, progress=bar.update)
+    from deploykit.cli.progress import ProgressDisplay
+
+    with ProgressDisplay() as display:
+        outcome = run_finetune(request, progress=display.update)
     _report(outcome)
-
-
-class _Bar:
-    """A rich progress bar with loss / accuracy / lr on a terminal; one line per epoch otherwise (logs)."""
-
-    def __init__(self) -> None:
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                                 console=err_console, disable=not err_console.is_terminal)
-        self.tasks: dict[str, int] = {}
-
-    def __enter__(self) -> "_Bar":
-        self.progress.__enter__()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.progress.__exit__(*exc)
-
-    def _task(self, key: str, description: str, total: int, completed: int = 0) -> int:
-        if key not in self.tasks:
-            self.tasks[key] = self.progress.add_task(description, total=total, completed=completed, stats="")
-        return self.tasks[key]
-
-    def update(self, event: dict) -> None:
-        kind = event["event"]
-        if kind in ("decode", "eval"):
-            label = "decoding images" if kind == "decode" else "evaluating"
-            task = self._task(kind, label, event["total"])
-            self.progress.update(task, completed=event["done"])
-        elif kind == "step":
-            task = self._task(f"epoch{event['epoch']}", f"epoch {event['epoch'] + 1}", event["steps"],
-                              event["step"] - 1)
-            stats = f"loss {event['loss']:.3f}  acc {100 * event['top1']:.1f} %  lr {event['lr']:.4f}"
-            self.progress.update(task, completed=event["step"], stats=stats)
-        elif kind == "epoch":
-            line = (f"epoch {event['epoch']}/{event['epochs']}: loss {event['loss']:.4f}, "
-                    f"train top-1 {100 * event['train_top1']:.2f} %, {event['seconds']:.0f} s")
-            self.progress.console.print(line, highlight=False) if self.progress.live.is_started else \
-                err_console.print(line, highlight=False)
 
 
 def _report(outcome) -> None:
