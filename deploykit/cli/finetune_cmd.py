@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from deploykit.cli.app import command, console
+from deploykit.cli.app import command, console, plural
 
 SCRATCH_LR, FINETUNE_LR = 0.2, 0.02
 
@@ -35,7 +35,7 @@ def finetune(
     seed: int = typer.Option(0, help="seeds the init, the data order and the augmentation"),
     eval_data: Optional[Path] = typer.Option(None, help="measure top-1 here at the end (e.g. cifar10/test)"),
     limit: Optional[int] = typer.Option(None, min=1, help="train on a seeded subset of N images"),
-    threads: int = typer.Option(1, min=1, help="torch threads (results are reproducible per thread count)"),
+    threads: int = typer.Option(2, min=1, help="torch threads (results are reproducible per thread count)"),
     save_every: Optional[int] = typer.Option(None, min=1, help="also checkpoint every N steps (default: per epoch)"),
     stop_after_epochs: Optional[int] = typer.Option(None, min=1, help="end this session after N epochs; "
                                                                        "rerun the same command to continue"),
@@ -70,10 +70,10 @@ def _report(outcome) -> None:
         console.print(f"resumed from epoch {result.resumed_from['epoch'] + 1}, step {result.resumed_from['step']}",
                       highlight=False)
     if result.stopped_early:
-        console.print(f"stopped after {len(result.history)} epoch(s) as asked; rerun the same command to continue",
+        console.print(f"stopped after {plural(len(result.history), 'epoch')} as asked; rerun the same command to continue",
                       highlight=False)
         return
-    console.print(f"[green]wrote[/] {outcome.out}  ({len(result.history)} epochs, {result.seconds / 60:.1f} min "
+    console.print(f"[green]wrote[/] {outcome.out}  ({plural(len(result.history), 'epoch')}, {result.seconds / 60:.1f} min "
                   "of training)", highlight=False)
     if outcome.eval_top1 is not None:
         console.print(f"top-1 on {outcome.record['eval_data']}: {100 * outcome.eval_top1:.2f} %", highlight=False)

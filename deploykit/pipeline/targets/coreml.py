@@ -50,7 +50,9 @@ def build_coreml(ctx: ExportContext, staged: Path) -> TargetBuild:
     opts = coreml_options(ctx.options)
     scan = scan_fp16_range(ctx, opts.calib) if opts.compute_precision == "fp16" else None
     model, image = _model_and_image(ctx, opts)
+    ctx.stage("convert (coremltools)")
     conversion = _convert(ctx, model, image, opts, scan)
+    ctx.stage("save and check the package")
     save_mlpackage(conversion.mlmodel, staged)
     details = structural_checks(ctx, model, staged, opts, conversion.kept_fp32)
     details.update(_settings_record(opts, image, scan, conversion.kept_fp32))
