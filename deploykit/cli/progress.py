@@ -16,7 +16,7 @@ from rich.text import Text
 
 from deploykit.cli.app import err_console
 
-_LINES_PER_EPOCH = 10  # not on a terminal: a line every tenth of an epoch
+_LINES_PER_EPOCH = 10  # not on a terminal: a line every tenth of an epoch (or of the images to decode)
 
 
 class _Eta(ProgressColumn):
@@ -79,6 +79,7 @@ class ProgressDisplay:
 
     def _on_step(self, event: dict) -> None:
         epoch, epochs, step, steps = event["epoch"], event.get("epochs"), event["step"], event["steps"]
+        self.epoch_starts.setdefault(epoch, (time.monotonic(), step - 1))
         stats = f"loss {event['loss']:.3f}  acc {100 * event['top1']:.0f} %"
         if self.live:
             if epochs:
@@ -87,7 +88,7 @@ class ProgressDisplay:
                                      description=f"fine-tune, epoch {epoch + 1}/{epochs}")
             task = self._task(f"epoch{epoch}", f"epoch {epoch + 1} batches", steps, completed=step - 1)
             self.progress.update(task, completed=step, count=f"{step}/{steps}", stats=stats)
-        elif step * _LINES_PER_EPOCH // steps != (step - 1) * _LINES_PER_EPOCH // steps:
+        elif _tenth_reached(step, steps):
             of = f"/{epochs}" if epochs else ""
             self._line(f"epoch {epoch + 1}{of}: {step}/{steps} batches, {stats}, "
                        f"ETA {_clock(self._eta_in_epoch(event))} for this epoch")
@@ -113,9 +114,9 @@ class ProgressDisplay:
         if self.live:
             task = self._task(label, label, total)
             self.progress.update(task, completed=done, count=f"{done}/{total}")
-        elif done == total and (label, total) not in self.logged:
-            self.logged.add((label, total))
-            self._line(f"{label}: {total} done")
+        elif _tenth_reached(done, total) and (label, total, done) not in self.logged:
+            self.logged.add((label, total, done))
+            self._line(f"{label}: {done}/{total}")
 
     def _task(self, key: str, description: str, total: int | None, completed: int = 0) -> int:
         if key not in self.tasks:
@@ -130,7 +131,7 @@ class ProgressDisplay:
 
     def _eta_in_epoch(self, event: dict) -> float:
         """Seconds left in this epoch at the rate since this session first saw it (a resumed epoch too)."""
-        began, first = self.epoch_starts.setdefault(event["epoch"], (time.monotonic(), event["step"] - 1))
+        began, first = self.epoch_starts[event["epoch"]]
         done = event["step"] - first
         return (time.monotonic() - began) / max(done, 1) * (event["steps"] - event["step"])
 
@@ -140,6 +141,11 @@ class ProgressDisplay:
             self.progress.console.print(text, highlight=False)
         else:
             self.console.print(f"{_clock(time.monotonic() - self.start)}  {text}", highlight=False, markup=False)
+
+
+def _tenth_reached(done: int, total: int) -> bool:
+    """True when `done` crosses a tenth of `total` (and at the end): a log line every tenth."""
+    return total > 0 and done * _LINES_PER_EPOCH // total != (done - 1) * _LINES_PER_EPOCH // total
 
 
 def _clock(seconds: float) -> str:
