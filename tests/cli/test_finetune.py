@@ -49,8 +49,8 @@ def one_batch_cifar(tmp_path_factory) -> Path:
     return _cifar_subset(tmp_path_factory, 13)
 
 
-def _env(tmp_path: Path) -> dict:
-    return {**os.environ, "DEPLOYKIT_CACHE": str(tmp_path / "cache"), "DEPLOYKIT_DEBUG": "1"}
+def _env(tmp_path: Path) -> dict:  # wide: paths and figures stay on one line
+    return {**os.environ, "DEPLOYKIT_CACHE": str(tmp_path / "cache"), "DEPLOYKIT_DEBUG": "1", "COLUMNS": "250"}
 
 
 def _deploykit(*args, tmp_path: Path) -> subprocess.CompletedProcess:

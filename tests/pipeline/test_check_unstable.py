@@ -70,3 +70,12 @@ def test_an_unstable_measurement_is_measured_again_then_kept_out_of_the_cache(mo
     assert len(attempts) == profile.LATENCY_ATTEMPTS == 2
     assert abs(candidate.row.latency[0].spread - 0.1) < 1e-9  # the steadier attempt is kept
     assert profile.latency_is_unstable(0.3) and not profile.latency_is_unstable(0.1)
+
+
+def test_the_cache_reads_back_the_unstable_flag_it_stores(tmp_path):
+    from deploykit.pipeline.cache import PipelineCache
+
+    cache = PipelineCache(tmp_path)
+    record = Measurement("folded", "host-cpu-ort", latency_ms=2.0, latency_unstable=False).to_dict()
+    cache.store_measurement("k" * 64, {"measurement": record})
+    assert cache.measurement("k" * 64) == {"measurement": record}  # a bool field is not "damaged"
