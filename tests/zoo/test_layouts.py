@@ -171,7 +171,7 @@ LAYOUT_NAMES = {("mobileone", "official"): MOBILEONE_LAYOUTS[0].name, ("mobileon
 
 @pytest.mark.parametrize("deploy", [False, True], ids=["unfused", "fused"])
 @pytest.mark.parametrize("layout", ["official", "timm"])
-@pytest.mark.parametrize("name", ["mobileone_s0", "repvgg_a0"])  # s0: four conv branches a block, s1's layout
+@pytest.mark.parametrize("name", ["mobileone_s1", "repvgg_a0"])
 def test_checkpoint_loads_with_the_same_outputs(name, layout, deploy, trained, tmp_path):
     model = trained(name)
     state = checkpoint(model, name, layout, deploy=deploy)
