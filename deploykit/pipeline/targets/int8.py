@@ -111,7 +111,6 @@ def build_int8(ctx: ExportContext, staged: Path, export_float: FloatExport, *, l
     ranges = list(calib.range_batches(ctx.preprocess, ctx.probe.shape[0]))  # decode all before exporting
     with tempfile.TemporaryDirectory(prefix="deploykit-int8-") as tmp:
         work = Path(tmp)
-        ctx.stage("float ONNX")
         float_build = export_float(ctx, work / "float.onnx")
         holdout = load_holdout(ctx, calib, work / "float.onnx", threads)
         choice = _choose(opts, layout, work, ranges, holdout, threads, ctx.stage)
