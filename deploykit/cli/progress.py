@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 
 from rich.console import Console
+from rich.table import Column
 from rich.progress import BarColumn, Progress, ProgressColumn, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
@@ -39,9 +40,11 @@ class ProgressDisplay:
 
     def __init__(self, title: str | None = None, console: Console = err_console) -> None:
         self.console, self.title, self.live = console, title, console.is_terminal
-        self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), _Bar(bar_width=20),
-                                 TextColumn("{task.fields[count]}"), TextColumn("{task.fields[stats]}"),
-                                 TimeElapsedColumn(), _Eta(), console=console, transient=True)
+        # fixed widths that add up to 80 columns: a long stage name is cut here (its ✓ line has it whole)
+        self.progress = Progress(
+            SpinnerColumn(), TextColumn("{task.description}", table_column=_fixed(30)), _Bar(bar_width=14),
+            TextColumn("{task.fields[count]}", table_column=_fixed(11, "right")), TimeElapsedColumn(), _Eta(),
+            console=console, transient=True)
         self.tasks: dict[str, int] = {}
         self.start = self.stage_start = time.monotonic()
         self.stage: str | None = None
@@ -80,14 +83,16 @@ class ProgressDisplay:
     def _on_step(self, event: dict) -> None:
         epoch, epochs, step, steps = event["epoch"], event.get("epochs"), event["step"], event["steps"]
         self.epoch_starts.setdefault(epoch, (time.monotonic(), step - 1))
-        stats = f"loss {event['loss']:.3f}  acc {100 * event['top1']:.0f} %"
+        stats = f"loss {event['loss']:.3f}, acc {100 * event['top1']:.0f} %"
         if self.live:
             if epochs:
-                overall = self._task("train", f"fine-tune {epoch + 1}/{epochs} epochs", epochs * steps)
-                self.progress.update(overall, completed=epoch * steps + step,
-                                     description=f"fine-tune, epoch {epoch + 1}/{epochs}")
-            task = self._task(f"epoch{epoch}", f"epoch {epoch + 1} batches", steps, completed=step - 1)
-            self.progress.update(task, completed=step, count=f"{step}/{steps}", stats=stats)
+                overall = self._task("train", "fine-tune", epochs * steps)
+                done = epoch * steps + step
+                self.progress.update(overall, completed=done, count=f"{done}/{epochs * steps}",
+                                     description=f"fine-tune: epoch {epoch + 1} of {epochs}")
+            task = self._task(f"epoch{epoch}", f"epoch {epoch + 1}", steps, completed=step - 1)
+            self.progress.update(task, completed=step, count=f"{step}/{steps}",
+                                 description=f"epoch {epoch + 1}: {stats}")
         elif _tenth_reached(step, steps):
             of = f"/{epochs}" if epochs else ""
             self._line(f"epoch {epoch + 1}{of}: {step}/{steps} batches, {stats}, "
@@ -120,8 +125,7 @@ class ProgressDisplay:
 
     def _task(self, key: str, description: str, total: int | None, completed: int = 0) -> int:
         if key not in self.tasks:
-            self.tasks[key] = self.progress.add_task(description, total=total, completed=completed, count="",
-                                                     stats="")
+            self.tasks[key] = self.progress.add_task(description, total=total, completed=completed, count="")
         return self.tasks[key]
 
     def _finish_stage(self) -> None:
@@ -141,6 +145,11 @@ class ProgressDisplay:
             self.progress.console.print(text, highlight=False)
         else:
             self.console.print(f"{_clock(time.monotonic() - self.start)}  {text}", highlight=False, markup=False)
+
+
+def _fixed(width: int, justify: str = "left") -> Column:
+    return Column(width=width, min_width=width, max_width=width, no_wrap=True, overflow="ellipsis",
+                  justify=justify)
 
 
 def _tenth_reached(done: int, total: int) -> bool:
