@@ -64,6 +64,11 @@ def _fail(message: str, fix: str | None, code: int) -> None:
     raise typer.Exit(code)
 
 
+def plural(count: int, noun: str) -> str:
+    """'1 epoch', '3 epochs'."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def _register_commands() -> None:
     # importing registers the commands
     from deploykit.cli import eval_cmd, export_cmd, finetune_cmd, models_cmd, prune_cmd  # noqa: F401
@@ -75,4 +80,27 @@ def _register_commands() -> None:
 
 def main() -> None:
     _register_commands()
-    sys.exit(app())
+    sys.exit(cli_command()())
+
+
+def cli_command():
+    """The click command behind `app`, with on/off flags shown without a type: typer's help printed
+    `<bool>` beside every flag, as if it took a value."""
+    command = typer.main.get_command(app)
+    for sub in [command, *getattr(command, "commands", {}).values()]:
+        for group in [sub, *getattr(sub, "commands", {}).values()]:
+            for param in group.params:
+                if getattr(param, "is_flag", False):  # typer's options are its own click's, not click.Option
+                    param.metavar = ""
+            group.get_help_option = _untyped(group.get_help_option)  # --help is made when help is asked
+    return command
+
+
+def _untyped(get_help_option: Callable) -> Callable:
+    def wrapper(ctx):
+        option = get_help_option(ctx)
+        if option is not None:
+            option.metavar = ""
+        return option
+
+    return wrapper

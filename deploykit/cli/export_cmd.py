@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 from rich.markup import escape
 
-from deploykit.cli.app import command, console
+from deploykit.cli.app import command, console, plural
 
 
 @command
@@ -27,6 +27,8 @@ def export(
     random_init: bool = typer.Option(False, "--random-init",
                                      help="export a random init even where the zoo has released weights"),
     out: Path = typer.Option(Path("artifacts"), help="output directory"),
+    force: bool = typer.Option(False, "--force", help="replace an artifact of the same name made by a different "
+                                                      "export (a rerun of the same export replaces it anyway)"),
     input_size: Optional[int] = typer.Option(None, help="input resolution (default: the model's own)"),
     batch: int = typer.Option(1, min=1, help="static batch size of the exported graph"),
     dynamic_batch: bool = typer.Option(False, "--dynamic-batch", help="onnx (fp32): leave the batch axis free, "
@@ -42,7 +44,8 @@ def export(
     image_input: bool = typer.Option(False, "--image-input", help="coreml: take an image, preprocessing baked in"),
     weights_int8: bool = typer.Option(False, "--weights-int8", help="coreml: weight-only int8 (no data needed)"),
     calib: Optional[Path] = typer.Option(None, help="calibration images (coreml/tensorrt: the fp16 range scan; "
-                                                    "coreml int8, onnx --int8: activation ranges)"),
+                                                    "coreml int8, onnx --int8: activation ranges), or a name "
+                                                    "under the shared data folder, e.g. cifar10/train"),
     int8: bool = typer.Option(False, "--int8", help="onnx: int8 QDQ ONNX calibrated on --calib, chosen by "
                                                     "measured accuracy (writes MODEL.int8.onnx)"),
     device: Optional[str] = typer.Option(None, help="onnx int8: the device (devices/NAME.yaml) it is laid out for "
@@ -86,11 +89,11 @@ def export(
                                 accuracy_budget=accuracy_budget, dynamic_batch=dynamic_batch, device=device,
                                 require_faster=require_faster)},
                             prune=_prune_request(prune, prune_importance, finetune_data, finetune_epochs,
-                                                 finetune_lr, threads), require_folded=require_folded)
-    with console.status(f"exporting {model or model_from} to {target}…") as status:
-        request = dataclasses.replace(request, progress=lambda step: status.update(
-            f"exporting {model or model_from} to {target}: {step}…"))
-        outcome = run_export(request)
+                                                 finetune_lr, threads), require_folded=require_folded, force=force)
+    from deploykit.cli.progress import ProgressDisplay
+
+    with ProgressDisplay(f"exporting {model or model_from} to {target}") as display:
+        outcome = run_export(dataclasses.replace(request, progress=display.update))
     report(outcome)
     _report_pruning(outcome.manifest.extra.get("pruning"))
     from deploykit.cli.reparam_table import print_fold_summary
@@ -106,7 +109,11 @@ def _report_pruning(record: dict | None) -> None:
     if record is None:
         return
     macs, params, ft = record["macs"], record["params"], record["finetune"]
-    tuned = "not fine-tuned" if ft is None else f"fine-tuned {len(ft['history'])} epochs ({ft['weights']})"
+    tuned = "not fine-tuned"
+    if ft is not None:
+        last = ft["history"][-1] if ft["history"] else None
+        top1 = f", last epoch's train top-1 {100 * last['train_top1']:.1f} %" if last else ""
+        tuned = f"fine-tuned {plural(len(ft['history']), 'epoch')} ({ft['weights']}{top1})"
     console.print(f"pruned: MACs {macs['before'] / 1e6:.1f} M -> {macs['after'] / 1e6:.1f} M, params "
                   f"{params['before'] / 1e6:.2f} M -> {params['after'] / 1e6:.2f} M, {tuned}; parity is against "
                   "the pruned float model", highlight=False)
@@ -141,7 +148,7 @@ def report(outcome) -> None:
     structure = _structure(build.details)
     console.print(f"[green]wrote[/] {outcome.artifact}  ({outcome.manifest.size_bytes / 1e6:.1f} MB"
                   f"{structure}, {build.precision})")
-    console.print(f"weights: {_weights(outcome.manifest.parent)}")
+    console.print(f"weights: {_weights(outcome.manifest.parent, outcome.manifest.extra.get('pruning'))}")
     if build.parity is not None:
         runtime = build.details.get("parity_runtime")
         where = f" ({runtime})" if runtime else ""
@@ -154,9 +161,14 @@ def report(outcome) -> None:
         console.print(escape(message), soft_wrap=True)  # commands must stay copy-pasteable
 
 
-def _weights(parent: dict) -> str:
+def _weights(parent: dict, pruning: dict | None = None) -> str:
+    if pruning is not None:  # the artifact's weights are the pruned (fine-tuned) file, not its parent's
+        ft = pruning.get("finetune")
+        source = escape(parent.get("weights_file") or "a random init")
+        return f"{escape((ft or {}).get('weights') or pruning['pruned_weights'])} (pruned from {source})"
     if not parent.get("weights_file"):
-        return "[yellow]random init[/] (untrained)"
+        return ("[yellow]random init[/] (untrained): a trained model needs --weights FILE "
+                "(`deploykit models` shows which models have weights here)")
     fused = ", already fused" if parent.get("kind") == "torch-deploy-form" else ""
     return (f"{escape(parent['weights_file'])} ({escape(str(parent.get('weights_layout')))} layout{fused}), "
             f"sha256 {parent['weights_sha256'][:12]}…")

@@ -6,9 +6,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-from deploykit.cli.app import command, console, err_console
+from deploykit.cli.app import command, console, plural
 
 SCRATCH_LR, FINETUNE_LR = 0.2, 0.02
 
@@ -37,7 +35,7 @@ def finetune(
     seed: int = typer.Option(0, help="seeds the init, the data order and the augmentation"),
     eval_data: Optional[Path] = typer.Option(None, help="measure top-1 here at the end (e.g. cifar10/test)"),
     limit: Optional[int] = typer.Option(None, min=1, help="train on a seeded subset of N images"),
-    threads: int = typer.Option(1, min=1, help="torch threads (results are reproducible per thread count)"),
+    threads: int = typer.Option(2, min=1, help="torch threads (results are reproducible per thread count)"),
     save_every: Optional[int] = typer.Option(None, min=1, help="also checkpoint every N steps (default: per epoch)"),
     stop_after_epochs: Optional[int] = typer.Option(None, min=1, help="end this session after N epochs; "
                                                                        "rerun the same command to continue"),
@@ -59,48 +57,11 @@ def finetune(
     request = FinetuneRequest(model=model, data=data, out=out, config=config, weights=weights, teacher=teacher,
                               eval_data=eval_data, limit=limit, save_every=save_every,
                               stop_after_epochs=stop_after_epochs, save_dtype=save_dtype, threads=threads)
-    with _Bar() as bar:
-        outcome = run_finetune(request, progress=bar.update)
+    from deploykit.cli.progress import ProgressDisplay
+
+    with ProgressDisplay() as display:
+        outcome = run_finetune(request, progress=display.update)
     _report(outcome)
-
-
-class _Bar:
-    """A rich progress bar with loss / accuracy / lr on a terminal; one line per epoch otherwise (logs)."""
-
-    def __init__(self) -> None:
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                                 console=err_console, disable=not err_console.is_terminal)
-        self.tasks: dict[str, int] = {}
-
-    def __enter__(self) -> "_Bar":
-        self.progress.__enter__()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.progress.__exit__(*exc)
-
-    def _task(self, key: str, description: str, total: int, completed: int = 0) -> int:
-        if key not in self.tasks:
-            self.tasks[key] = self.progress.add_task(description, total=total, completed=completed, stats="")
-        return self.tasks[key]
-
-    def update(self, event: dict) -> None:
-        kind = event["event"]
-        if kind in ("decode", "eval"):
-            label = "decoding images" if kind == "decode" else "evaluating"
-            task = self._task(kind, label, event["total"])
-            self.progress.update(task, completed=event["done"])
-        elif kind == "step":
-            task = self._task(f"epoch{event['epoch']}", f"epoch {event['epoch'] + 1}", event["steps"],
-                              event["step"] - 1)
-            stats = f"loss {event['loss']:.3f}  acc {100 * event['top1']:.1f} %  lr {event['lr']:.4f}"
-            self.progress.update(task, completed=event["step"], stats=stats)
-        elif kind == "epoch":
-            line = (f"epoch {event['epoch']}/{event['epochs']}: loss {event['loss']:.4f}, "
-                    f"train top-1 {100 * event['train_top1']:.2f} %, {event['seconds']:.0f} s")
-            self.progress.console.print(line, highlight=False) if self.progress.live.is_started else \
-                err_console.print(line, highlight=False)
 
 
 def _report(outcome) -> None:
@@ -109,10 +70,10 @@ def _report(outcome) -> None:
         console.print(f"resumed from epoch {result.resumed_from['epoch'] + 1}, step {result.resumed_from['step']}",
                       highlight=False)
     if result.stopped_early:
-        console.print(f"stopped after {len(result.history)} epoch(s) as asked; rerun the same command to continue",
+        console.print(f"stopped after {plural(len(result.history), 'epoch')} as asked; rerun the same command to continue",
                       highlight=False)
         return
-    console.print(f"[green]wrote[/] {outcome.out}  ({len(result.history)} epochs, {result.seconds / 60:.1f} min "
+    console.print(f"[green]wrote[/] {outcome.out}  ({plural(len(result.history), 'epoch')}, {result.seconds / 60:.1f} min "
                   "of training)", highlight=False)
     if outcome.eval_top1 is not None:
         console.print(f"top-1 on {outcome.record['eval_data']}: {100 * outcome.eval_top1:.2f} %", highlight=False)

@@ -22,8 +22,9 @@ def models(
                                          help="print the per-layer cost table of model NAME (implies --cost)"),
     source: str = typer.Option("zoo", "--source", help="zoo (deploykit's own models) or timm (what the generic "
                                                       "pass folds on timm's models, as measured)"),
+    wide: bool = typer.Option(False, "--wide", help="every column (the checkpoint layouts each model loads)"),
 ) -> None:
-    """List the zoo's models with their deploy-form parameter counts and the paper's.
+    """List the zoo's models with their deploy-form parameter counts, the paper's, and their weights.
 
     MACs: multiply-accumulates of convs and linears. Memory access: elements they read and write.
     Elementwise ops count in neither (the VoVNet / ShuffleNetV2 definitions).
@@ -43,19 +44,26 @@ def models(
         _print_layers(zoo.get(layers).name)
     elif cost:
         console.print(_cost_table(zoo.names()))
+    elif wide:
+        _print_uncropped(_params_table(wide=True))  # all columns, at their natural width
     else:
-        console.print(_params_table(zoo.names()))
+        console.print(_params_table(wide=False))
 
 
-def _params_table(names: list[str]) -> Table:
-    from deploykit import zoo
-    from deploykit.profile.cost import deploy_params
+def _params_table(*, wide: bool) -> Table:
+    """From the static catalog (deploykit/zoo/catalog.json): instant, no model is built."""
+    from deploykit.zoo.catalog import WEIGHT_SOURCES, read_catalog
 
-    table = Table("model", "family", "input", "params (M)", "paper (M)", title="deploykit zoo")
-    for name in _with_progress(names, "counting parameters"):
-        entry = zoo.get(name)
-        table.add_row(name, entry.family, str(entry.input_size), _millions(deploy_params(name)),
-                      _paper_millions(entry.paper.get("params_m")))
+    table = Table(title="deploykit zoo", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True,
+                  caption_justify="left")
+    for header in ("model", "family", "input", "params\n(M)", "paper\n(M)", "weights", *(("layouts",) if wide else ())):
+        table.add_column(header, no_wrap=header != "layouts", justify="right" if "(M)" in header else "left")
+    for row in read_catalog():
+        cells = [row["name"], row["family"], str(row["input"]), _millions(row["params"]),
+                 _paper_millions(row["paper_params_m"]), row["weights"]]
+        table.add_row(*cells, *((", ".join(row["layouts"]) or "deploykit",) if wide else ()))
+    table.caption = "\n".join([f"{kind}: {what}" for kind, what in WEIGHT_SOURCES.items()] + [
+        "(--wide lists the checkpoint layouts each model loads; --weights FILE always wins)"])
     return table
 
 

@@ -31,6 +31,8 @@ def profile(
     fmt: Optional[str] = typer.Option(None, "--format", help="md, csv, json or html (default: from --out's "
                                                              "suffix, else md)"),
     out: Optional[Path] = typer.Option(None, help="write the report here instead of printing it"),
+    wide: bool = typer.Option(False, "--wide", help="md: every column (p90/p99, img/s, top-5, cosine, memory "
+                                                    "access, load and warm-up time); csv/json/html have them all"),
 ) -> None:
     """Measure ARTIFACTs and their float originals on --device: load and warm-up time, latency p50/p90/p99 and
     throughput per batch size, size, params/MACs/memory access, accuracy and agreement with the float
@@ -59,7 +61,7 @@ def profile(
             reports.append(profile_artifacts(artifacts, spec, data=data, limit=limit,
                                              batches=batches or spec.batches, runs=runs, warmup=warmup,
                                              progress=progress))
-    text = render(merge_reports(reports), report_format)
+    text = render(merge_reports(reports), report_format, wide=wide)
     if out is None:
         sys.stdout.write(text)
         return

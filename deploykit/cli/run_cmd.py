@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -16,7 +17,9 @@ from deploykit.cli.app import command, console, err_console
 CACHE_HELP = "cache folder (default: $DEPLOYKIT_PIPELINE_CACHE, else .deploykit-cache/ here)"
 LOG_WIDTH = 160
 COLUMNS = ("stage", "artifact", "device", "top-1", "Δ top-1", "agree", "SQNR dB", "p50 ms", "verdict")
+WIDE_ONLY = ("artifact", "SQNR dB")  # without them the table fits 80 columns; --wide shows them
 LEFT = ("stage", "artifact", "device", "verdict")
+WIDE_HELP = "every column of the table (artifact, SQNR), at its full width"
 DEVICE_HELP = "profile only on this recipe device (repeatable); remote devices run only when selected"
 
 
@@ -27,6 +30,7 @@ def run(
     cache: Optional[Path] = typer.Option(None, help=CACHE_HELP),
     device: Optional[list[str]] = typer.Option(None, "--device", help=DEVICE_HELP),
     json_out: Optional[Path] = typer.Option(None, "--json", help="also write the plan (and results) as JSON"),
+    wide: bool = typer.Option(False, "--wide", help=WIDE_HELP),
 ) -> None:
     """Build every stage of RECIPE (reusing cached artifacts) and profile it on the recipe's devices."""
     plan = _plan(recipe, cache, device)
@@ -35,7 +39,7 @@ def run(
         _write_json(json_out, {"plan": plan.to_dict()})
         return
     result = _execute(plan, keep_going=False)
-    print_results(result)
+    print_results(result, wide=wide)
     _write_json(json_out, {"plan": plan.to_dict(), "results": _results_dict(result)})
 
 
@@ -45,8 +49,10 @@ def check(
     junit: Optional[Path] = typer.Option(None, help="write JUnit XML (a case per stage x device x check)"),
     cache: Optional[Path] = typer.Option(None, help=CACHE_HELP),
     device: Optional[list[str]] = typer.Option(None, "--device", help=DEVICE_HELP),
+    wide: bool = typer.Option(False, "--wide", help=WIDE_HELP),
 ) -> None:
-    """Build or reuse RECIPE's artifacts, profile them, and exit 1 unless every threshold holds."""
+    """Build or reuse RECIPE's artifacts, profile them, and exit 1 unless every threshold holds (an unstable
+    latency holds none)."""
     from deploykit.pipeline.check import failed, judge
     from deploykit.pipeline.junit import write_junit
 
@@ -54,7 +60,7 @@ def check(
     result = _execute(plan, keep_going=True)
     reference = result.reference.top1 if result.reference else None
     cases = judge(plan.recipe, reference, result.measurements, result.build_errors, result.skipped)
-    print_results(result, cases)
+    print_results(result, cases, wide=wide)
     if junit is not None:
         write_junit(junit, f"deploykit.check.{plan.recipe.name}", cases, seconds=result.seconds,
                     properties={"recipe": plan.recipe_path, "recipe_sha256": plan.recipe_sha256})
@@ -85,16 +91,24 @@ def _execute(plan, *, keep_going: bool):
 
 
 def _verdict(cases, failures) -> None:
-    skipped = sum(c.status == "skipped" for c in cases)
-    if not failures:
+    from deploykit.pipeline.check import unstable
+
+    skipped, shaky = sum(c.status == "skipped" for c in cases), unstable(cases)
+    for case in shaky:
+        err_console.print(f"[yellow]UNSTABLE[/] {escape(case.name)}: {escape(case.message)}", highlight=False,
+                          soft_wrap=True)
+    if not failures and not shaky:
         console.print(f"[green]check passed[/]: {len(cases) - skipped} checks passed, {skipped} skipped")
         return
     from deploykit.core.errors import DeployKitError
 
-    stages = list(dict.fromkeys(c.stage for c in failures))
     for case in failures:
         err_console.print(f"[red]FAIL[/] {escape(case.name)}: {escape(case.message)}", highlight=False,
                           soft_wrap=True)
+    if not failures:  # a latency gate is never passed on a measurement the machine disturbed
+        raise DeployKitError(f"check not passed: {len(shaky)} latency checks unstable, the rest passed",
+                             fix="rerun on a quiet machine (unstable latencies are not cached)", exit_code=1)
+    stages = list(dict.fromkeys(c.stage for c in failures))
     raise DeployKitError(f"check failed at stage {', '.join(stages)}: {len(failures)} of {len(cases)} "
                          "checks failed", fix="see the FAIL lines above; the thresholds are in the recipe",
                          exit_code=1)
@@ -151,37 +165,52 @@ def _name(value) -> str:
     return Path(str(value)).name if isinstance(value, (str, Path)) and "/" in str(value) else str(value)
 
 
-def print_results(result, cases=None) -> None:
-    """The stage-by-stage table: where accuracy was lost, what each stage costs on each device."""
-    table = Table(title=f"{result.plan.recipe.name}: stage by stage", title_justify="left")
-    for column in COLUMNS:
-        table.add_column(column, justify="left" if column in LEFT else "right")
-    ref = result.reference
+def print_results(result, cases=None, *, wide: bool = False) -> None:
+    """The stage-by-stage table: where accuracy was lost, what each stage costs on each device. It fits 80
+    columns; `wide` adds the artifact and SQNR columns (and never wraps)."""
+    columns = COLUMNS if wide else tuple(c for c in COLUMNS if c not in WIDE_ONLY)
+    table = Table(title=f"{result.plan.recipe.name}: stage by stage", title_justify="left", box=box.SIMPLE_HEAD,
+                  pad_edge=False, collapse_padding=True, caption_justify="left")
+    for column in columns:
+        table.add_column(column, justify="left" if column in LEFT else "right", no_wrap=column != "verdict")
+    rows, unstable = _result_rows(result, cases), False
+    for row in rows:
+        unstable |= row["p50 ms"].endswith("*")
+        table.add_row(*(row.get(c, "") for c in columns))
+    if unstable:
+        table.caption = "* unstable: the timing rounds disagreed, also when measured again; not cached"
+    if wide or not console.is_terminal:  # CI logs and --wide: every column whole, no 80-column wrap
+        Console(file=console.file, width=LOG_WIDTH, force_terminal=console.is_terminal,
+                color_system=console.color_system).print(table)
+    else:
+        console.print(table)
+
+
+def _result_rows(result, cases) -> list[dict]:
+    ref, rows = result.reference, []
     if ref is not None:
-        table.add_row("float", "PyTorch", ref.device, _pct(ref.top1), "", "", "", _ms(ref.latency_ms),
-                      "reference")
+        rows.append({"stage": "float", "artifact": "PyTorch", "device": ref.device, "top-1": _pct(ref.top1),
+                     "p50 ms": _ms(ref.latency_ms, ref.latency_unstable), "verdict": "reference"})
     by_key = {(m.stage, m.device): m for m in result.measurements}
     for step in result.plan.artifacts:
         artifact = result.artifacts.get(step.stage)
         what = f"{step.target} {artifact.manifest.precision}, {artifact.manifest.size_bytes / 1e6:.1f} MB" \
             if artifact else "-"
         if step.stage in result.build_errors:
-            table.add_row(step.stage, what, "-", "", "", "", "", "", "[red]export failed[/]")
+            rows.append({"stage": step.stage, "artifact": what, "device": "-", "verdict": "[red]export failed[/]"})
             continue
         for device in result.plan.recipe.devices:
-            m = by_key.get((step.stage, device))
-            skip = result.skipped.get((step.stage, device))
-            if m is None and skip is None:
-                continue
-            verdict = _stage_verdict(cases, step.stage, device) if cases is not None else ""
-            if m is None:
-                table.add_row(step.stage, what, device, "", "", "", "", "", f"skipped ({escape(skip)})")
-                continue
-            base = m.reference_top1 if m.reference_top1 is not None else (ref.top1 if ref else None)
-            change = None if m.top1 is None or base is None else m.top1 - base
-            table.add_row(step.stage, what, device, _pct(m.top1), _pts(change), _pct(m.agreement),
-                          _db(m.sqnr_db), _ms(m.latency_ms), verdict)
-    (console if console.is_terminal else Console(width=LOG_WIDTH)).print(table)  # CI logs: no 80-column wrap
+            m, skip = by_key.get((step.stage, device)), result.skipped.get((step.stage, device))
+            row = {"stage": step.stage, "artifact": what, "device": device, "p50 ms": ""}
+            if m is None and skip is not None:
+                rows.append({**row, "verdict": f"skipped ({escape(skip)})"})
+            elif m is not None:
+                base = m.reference_top1 if m.reference_top1 is not None else (ref.top1 if ref else None)
+                change = None if m.top1 is None or base is None else m.top1 - base
+                rows.append({**row, "top-1": _pct(m.top1), "Δ top-1": _pts(change), "agree": _pct(m.agreement),
+                             "SQNR dB": _db(m.sqnr_db), "p50 ms": _ms(m.latency_ms, m.latency_unstable),
+                             "verdict": _stage_verdict(cases, step.stage, device) if cases is not None else ""})
+    return rows
 
 
 def _stage_verdict(cases, stage: str, device: str) -> str:
@@ -189,6 +218,9 @@ def _stage_verdict(cases, stage: str, device: str) -> str:
     bad = [c.check for c in mine if c.status == "failed"]
     if bad:
         return f"[red]FAIL[/] {', '.join(bad)}"
+    shaky = [c.check for c in mine if c.status == "unstable"]
+    if shaky:
+        return f"[yellow]UNSTABLE[/] {', '.join(shaky)}"
     if mine and all(c.status == "skipped" for c in mine):
         return "skipped"
     return "[green]PASS[/]" if mine else "-"
@@ -206,8 +238,8 @@ def _db(v):
     return "" if v is None else ("inf" if v == float("inf") else f"{v:.1f}")
 
 
-def _ms(v):
-    return "" if v is None else f"{v:.2f}"
+def _ms(v, unstable: bool = False):
+    return "" if v is None else f"{v:.2f}{'*' if unstable else ''}"
 
 
 def _results_dict(result) -> dict:

@@ -60,6 +60,23 @@ def staging_dir(parent: Path) -> Iterator[Path]:
             lock.close()
 
 
+@contextlib.contextmanager
+def new_folders_removed_on_failure(path: Path) -> Iterator[None]:
+    """Folders on the way to `path` that the block creates are removed again (when empty) if it fails, so a
+    failed command leaves no empty output folder behind."""
+    missing, folder = [], Path(path).absolute()
+    while not os.path.lexists(folder) and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    try:
+        yield
+    except BaseException:
+        for created in missing:  # deepest first; a folder holding anything stays
+            with contextlib.suppress(OSError):
+                created.rmdir()
+        raise
+
+
 def ensure_output_dir(path: Path) -> Path:
     """`path` as a folder deploykit can write in (created if absent), or one error saying what is wrong."""
     path = Path(path)
@@ -194,4 +211,4 @@ def _unwritable(path: Path, exc: OSError) -> DeployKitError:
                           fix="choose a writable output folder (--out) with a shorter path")
 
 
-__all__ = ["check_output_dir", "check_output_file", "check_replaceable", "ensure_output_dir", "publish_artifact", "staging_dir", "sweep_staging"]
+__all__ = ["check_output_dir", "check_output_file", "check_replaceable", "ensure_output_dir", "new_folders_removed_on_failure", "publish_artifact", "staging_dir", "sweep_staging"]

@@ -58,7 +58,10 @@ def _drop_native_proxy_notices(record: logging.LogRecord) -> bool:
 
 
 def import_coremltools():
+    from deploykit.export.coreml_compat import drop_untested_version_notice
+
     logging.getLogger("coremltools").addFilter(_drop_native_proxy_notices)
+    logging.getLogger("coremltools").addFilter(drop_untested_version_notice)
     try:
         import coremltools
     except ImportError as exc:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -25,9 +26,11 @@ class OnnxExportResult:
 
 
 def export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, *, opset: int = DEFAULT_OPSET,
-                simplify: bool = True, dynamic_batch: bool = False) -> OnnxExportResult:
+                simplify: bool = True, dynamic_batch: bool = False,
+                stage: Callable[[str], None] | None = None) -> OnnxExportResult:
     """Write `model` traced on `example` to `path` (the caller makes the path temporary). The batch axis is
-    static (`example`'s) unless `dynamic_batch`: static shapes are what TensorRT and Core ML plan best."""
+    static (`example`'s) unless `dynamic_batch`: static shapes are what TensorRT and Core ML plan best.
+    `stage(name)` is told when simplifying starts (seconds on big graphs)."""
     import onnx
 
     _torch_export(model, example, path, opset, dynamic_batch)
@@ -35,6 +38,8 @@ def export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, *, op
     onnx.checker.check_model(proto)
     result = OnnxExportResult(path=path, simplified=False)
     if simplify:
+        if stage is not None:
+            stage("simplify (onnxsim)")
         simplified, message = _simplify(proto)
         if simplified is None:
             result.warnings.append(f"onnxsim failed ({message}); kept the unsimplified graph")

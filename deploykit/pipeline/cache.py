@@ -136,9 +136,9 @@ def _is_measurement(data: object) -> bool:
         return False
     for name, value in record.items():
         kind = MEASUREMENT_FIELDS[name]
-        if value is not None and not (isinstance(value, kind) and not isinstance(value, bool)):
+        if value is not None and not (isinstance(value, kind) and isinstance(value, bool) == (kind is bool)):
             return False
     return True
 
 
-MEASUREMENT_FIELDS = {f.name: (str if f.type == "str" else (int, float)) for f in fields(Measurement)}
+MEASUREMENT_FIELDS = {f.name: {"str": str, "bool": bool}.get(f.type, (int, float)) for f in fields(Measurement)}

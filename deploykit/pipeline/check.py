@@ -12,7 +12,7 @@ from typing import Literal
 
 from deploykit.core.recipe import Recipe, Thresholds
 
-Status = Literal["passed", "failed", "skipped"]
+Status = Literal["passed", "failed", "skipped", "unstable"]  # unstable: a latency the machine disturbed
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,7 @@ class Measurement:
     reference_top1: float | None = None  # the float original's top-1 on the same images, same run
     precision_used: str = ""
     note: str = ""
+    latency_unstable: bool = False  # its timing rounds disagreed even when measured again: not a figure to judge
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -82,7 +83,12 @@ def _judge_one(m: Measurement, thresholds: Thresholds, reference_top1: float | N
         value = _value(name, m, reference_top1)
         cases.append(_case(m, name, value, limit))
     if m.device in thresholds.max_latency_ms:
-        cases.append(_case(m, "max_latency_ms", m.latency_ms, thresholds.max_latency_ms[m.device]))
+        case = _case(m, "max_latency_ms", m.latency_ms, thresholds.max_latency_ms[m.device])
+        if m.latency_unstable and m.latency_ms is not None:  # neither a pass nor a failure: not measured well
+            case = Case(m.stage, m.device, case.check, "unstable", case.value, case.limit,
+                        f"{m.stage} on {m.device}: p50 latency {fmt(case.check, case.value)} is unstable (its timing "
+                        "rounds disagreed, also when measured again): not judged; rerun on a quiet machine")
+        cases.append(case)
     return cases
 
 
@@ -119,3 +125,7 @@ def fmt(name: str, value: float) -> str:
 
 def failed(cases: list[Case]) -> list[Case]:
     return [c for c in cases if c.status == "failed"]
+
+
+def unstable(cases: list[Case]) -> list[Case]:
+    return [c for c in cases if c.status == "unstable"]

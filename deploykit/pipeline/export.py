@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -12,10 +11,12 @@ import torch
 from deploykit import zoo
 from deploykit.core.errors import DeployKitError
 from deploykit.core.manifest import Manifest
-from deploykit.core.publish import (check_output_dir, check_replaceable, ensure_output_dir, publish_artifact,
-                                    staging_dir)
+from deploykit.core.publish import (check_output_dir, check_replaceable, ensure_output_dir,
+                                    new_folders_removed_on_failure, publish_artifact, staging_dir)
 from deploykit.core.preprocess import Preprocess
+from deploykit.core.progress import Progress, report_stage
 from deploykit.passes.runner import run_passes
+from deploykit.pipeline.overwrite import check_same_export, pruned_stem, request_record
 from deploykit.pipeline.targets import ExportContext, TargetBuild, check_options, get_target
 from deploykit.pipeline.user_model import build_user_model, factory_name
 from deploykit.zoo import timm_source
@@ -38,8 +39,9 @@ class ExportRequest:
     passes: tuple | None = None  # ((name, config or None), ...) in order; None: DEPLOY_PASSES, default configs
     model_from: str | None = None  # "package.module:factory": the user's own model (see user_model.py)
     prune: object | None = None  # a prune_chain.PruneRequest: prune (+ fine-tune) first, see _prune
-    progress: Callable[[str], None] | None = field(default=None, compare=False)  # told each long step's name
+    progress: Progress | None = field(default=None, compare=False)  # core/progress.py events: stages, training
     require_folded: bool = False  # an unfolded multi-branch sum or norm is an error (nothing written)
+    force: bool = False  # replace an artifact of the same name made by a different export (see overwrite.py)
 
     @property
     def name(self) -> str:
@@ -104,21 +106,32 @@ def probe_batch(batch: int, channels: int, size: int, seed: int = 0) -> torch.Te
 
 
 def export(request: ExportRequest) -> ExportOutcome:
+    """The artifact and its manifest at `out_dir`; on failure nothing, not even a folder it created."""
+    with new_folders_removed_on_failure(request.out_dir):
+        return _export(request)
+
+
+def _export(request: ExportRequest) -> ExportOutcome:
     target = get_target(request.target)
     check_options(target, request.options)
     _check_model_source(request)
-    final = check_output_dir(request.out_dir) / target.file_name(request.artifact_name, request.options)
+    stem = pruned_stem(request.artifact_name, request.prune)
+    final = check_output_dir(request.out_dir) / target.file_name(stem, request.options)
     check_replaceable(final)  # both before the work, not after it (and again when publishing)
     preprocess = _preprocess(request)
+    report_stage(request.progress, "float model")
     loaded = build_float_model(request)
     model, weights_sha = loaded.model, loaded.sha256
-    pruning = None if request.prune is None else _prune(request, loaded, preprocess)
+    identity = request_record(request, weights_sha256=weights_sha, input_size=preprocess.input_size)
+    check_same_export(final, identity, force=request.force)
+    pruning = None if request.prune is None else _prune(request, loaded, preprocess, stem)
     model = model if pruning is None else pruning.model  # parity is then against the pruned float model
     probe = probe_batch(request.batch, preprocess.num_channels, preprocess.input_size)
     with torch.no_grad():
         reference = model(probe).numpy()
     _check_reference(reference, loaded)
     steps = [(name, None) for name in DEPLOY_PASSES] if request.passes is None else list(request.passes)
+    report_stage(request.progress, " + ".join(name for name, _ in steps) or "no passes")
     deployed = run_passes(model, steps, probe)
     _check_folded(request, deployed.records)
     ctx = ExportContext(request.name, model, deployed.model, probe, reference, preprocess, dict(request.options),
@@ -126,13 +139,14 @@ def export(request: ExportRequest) -> ExportOutcome:
     with staging_dir(final.parent) as tmp:
         staged = tmp / final.name
         build = target.build(ctx, staged)
+        report_stage(request.progress, "publish")
         build.warnings[:0] = loaded.warnings
         manifest = Manifest(
             model=request.name, target=target.name, artifact=final.name, weights_sha256=weights_sha,
             preprocess=preprocess.to_dict(), input_shape=list(probe.shape), passes=deployed.records,
             parent=_parent_record(loaded), precision=build.precision,
             opset=build.details.get("opset"), parity=_parity_record(build),
-            extra=build.details if pruning is None else {**build.details, "pruning": pruning.record},
+            extra={**build.details, "request": identity, **({} if pruning is None else {"pruning": pruning.record})},
         ).finalize(staged)
         publish_artifact(staged, final, manifest)
     return ExportOutcome(final, manifest, build)
@@ -163,15 +177,16 @@ def _check_reference(reference, loaded: LoadedWeights) -> None:
                              fix="check that --weights is the right, trained checkpoint of this model")
 
 
-def _prune(request: ExportRequest, loaded: LoadedWeights, preprocess: Preprocess):
+def _prune(request: ExportRequest, loaded: LoadedWeights, preprocess: Preprocess, stem: str):
     """The pruned (and, with fine-tune data, distilled) float model and its manifest record."""
     from deploykit.pipeline.prune_chain import prune_for_export
 
     if request.model is None or timm_source.is_timm_name(request.model):
         raise DeployKitError("--prune works on zoo models", fix="export a zoo MODEL, or prune your model in Python "
                                                                 "with deploykit.passes.prune_channels")
+    report_stage(request.progress, f"prune {request.prune.config.ratio or request.prune.config.target_macs}")
     return prune_for_export(request.model, loaded.model, loaded.path, preprocess, request.prune,
-                            _ensure_dir(Path(request.out_dir)))
+                            _ensure_dir(Path(request.out_dir)), request.progress, stem=stem)
 
 
 def _check_model_source(request: ExportRequest) -> None:

@@ -66,6 +66,9 @@ def finetune(request: FinetuneRequest, progress: Callable[[dict], None] | None =
     from deploykit.pipeline.evaluate import resolve_data
 
     check_output_file(request.out, ".safetensors")
+    finished = _finished_before(request)
+    if finished is not None:
+        return finished
     torch.set_num_threads(request.threads)  # the CLI process is ours; the count is an explicit argument
     entry = zoo.get(request.model)
     torch.manual_seed(request.config.seed)  # a from-scratch init is part of the seeded run
@@ -83,7 +86,23 @@ def finetune(request: FinetuneRequest, progress: Callable[[dict], None] | None =
     record = training_record(request, result, top1, info, n_train=len(data))
     save_weights(request.out, result.model, {**_carried(metadata), TRAINING_KEY: json.dumps(record)},
                  dtype=request.save_dtype)
+    resume_path(request.out).unlink(missing_ok=True)  # finished: the weights file is the result
     return FinetuneOutcome(request.out, result, top1, record)
+
+
+def _finished_before(request: FinetuneRequest) -> FinetuneOutcome | None:
+    """The outcome of this same fine-tune when an earlier run finished it (its weights at `out`, no resume
+    state left), so a rerun of the command (or of `export --prune --finetune-data`) does not train again."""
+    if not request.out.is_file() or resume_path(request.out).exists():
+        return None
+    record = json.loads(read_metadata(request.out).get(TRAINING_KEY) or "null")
+    same = {"config": json.loads(json.dumps(request.config.to_dict())), "weights_sha256": _sha(request.weights),
+            "data": str(request.data), "limit": request.limit,
+            "eval_data": None if request.eval_data is None else str(request.eval_data)}
+    if not isinstance(record, dict) or any(record.get(key) != value for key, value in same.items()):
+        return None
+    result = TrainResult(build_model(request.model, request.out).eval(), record["history"], None, False)
+    return FinetuneOutcome(request.out, result, record.get("eval_top1"), record)
 
 
 def load_student(name: str, weights: Path | None) -> tuple[nn.Module, dict[str, str]]:

@@ -1,9 +1,10 @@
 """prune -> (fine-tune) for `deploykit export --prune`: the pruned float model the export then folds, exports
 and checks parity against, with the record its manifest keeps.
 
-Files (in the export's output directory, so a rerun of the same command resumes the fine-tune):
-`<name>.pruned.safetensors` (pruned, before fine-tuning; structure + pruning config in its header) and,
-with --finetune-data, `<name>.pruned-ft.safetensors` (+ its `.resume.safetensors` state).
+Files (in the export's output directory, so a rerun of the same command resumes the fine-tune), named
+after the artifact's stem (`<name>.pruned30` for --prune 0.3): `<stem>.safetensors` (pruned, before
+fine-tuning; structure + pruning config in its header) and, with --finetune-data, `<stem>-ft.safetensors`
+(+ its `.resume.safetensors` state).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from torch import nn
 from deploykit.core.errors import DeployKitError
 from deploykit.core.fsutil import sha256_file
 from deploykit.core.preprocess import Preprocess
+from deploykit.core.progress import report_stage
 from deploykit.passes.prune import PruneConfig, prune_channels
 from deploykit.training import TrainConfig
 
@@ -41,13 +43,17 @@ class PrunedModel:
 
 
 def prune_for_export(name: str, model: nn.Module, parent_weights: Path | None, preprocess: Preprocess,
-                     request: PruneRequest, out_dir: Path, progress=None) -> PrunedModel:
-    pruned_file = Path(out_dir) / f"{name}.pruned.safetensors"
+                     request: PruneRequest, out_dir: Path, progress=None, *, stem: str | None = None) -> PrunedModel:
+    """`stem` names the files (the export's artifact stem, e.g. `resnet56_cifar.pruned30`: one pair of files
+    per ratio, so two ratios in one folder never resume each other's fine-tune)."""
+    stem = stem or f"{name}.pruned"
+    pruned_file = Path(out_dir) / f"{stem}.safetensors"
     pruned, record = prune_to_file(name, model, parent_weights, preprocess, request.config,
                                    data=request.finetune_data, out=pruned_file)
     if request.finetune_data is None:
         return PrunedModel(pruned, pruned_file, record)
-    outcome = _finetune(name, pruned_file, request, out_dir, progress)
+    report_stage(progress, "fine-tune (distilling from the unpruned model)")
+    outcome = _finetune(name, pruned_file, request, Path(out_dir) / f"{stem}-ft.safetensors", progress)
     record["finetune"] = {**outcome.record, "weights": outcome.out.name, "sha256": sha256_file(outcome.out)}
     from deploykit.zoo.structure import build_model
 
@@ -80,10 +86,10 @@ def _options(config: PruneConfig) -> dict:
             "round_to": config.round_to, "ignore": config.ignore}
 
 
-def _finetune(name: str, pruned_file: Path, request: PruneRequest, out_dir: Path, progress):
+def _finetune(name: str, pruned_file: Path, request: PruneRequest, out: Path, progress):
     from deploykit.pipeline.finetune import FLOAT_TEACHER, FinetuneRequest, finetune
 
-    ft = FinetuneRequest(model=name, data=request.finetune_data, out=Path(out_dir) / f"{name}.pruned-ft.safetensors",
+    ft = FinetuneRequest(model=name, data=request.finetune_data, out=out,
                          config=request.finetune, weights=pruned_file, teacher=FLOAT_TEACHER,
                          threads=request.threads)
     return finetune(ft, progress=progress)

@@ -121,7 +121,8 @@ def _measure_all(plan: Plan, result: RunResult, say: Say) -> None:
     for device, items in todo.items():
         say(f"profiling {', '.join(s.stage for s, _, _ in items)} on {device}…")
         for measurement, key in _profile_device(plan, device, items, say):
-            plan.cache.store_measurement(key, {"measurement": measurement.to_dict()})
+            if not measurement.latency_unstable:  # an unstable latency is measured again next run
+                plan.cache.store_measurement(key, {"measurement": measurement.to_dict()})
             result.measurements.append(measurement)
             result.built.append(f"{measurement.stage}@{device}")
     result.reference = _reference(plan)
@@ -154,11 +155,14 @@ def _profile_device(plan: Plan, device_name: str, items: list[tuple[MeasureStep,
         reference = floats.get(row.reference)
         if reference is not None and plan.cache.measurement(plan.reference.key) is None:
             float_row = _measurement(FLOAT_STAGE, reference, batches[0])
-            plan.cache.store_measurement(plan.reference.key, {"measurement": float_row.to_dict()})
+            if not float_row.latency_unstable:
+                plan.cache.store_measurement(plan.reference.key, {"measurement": float_row.to_dict()})
         yield _measurement(step.stage, row, batches[0], reference), key
 
 
 def _measurement(stage: str, row, batch: int, reference=None) -> Measurement:
+    from deploykit.pipeline.profile import latency_is_unstable
+
     quality, latency = row.quality, row.latency_at(batch)
     notes = list(row.notes) + ([latency.note] if latency is not None and latency.note else [])
     return Measurement(
@@ -167,7 +171,8 @@ def _measurement(stage: str, row, batch: int, reference=None) -> Measurement:
         agreement=quality.agreement if quality else None, sqnr_db=quality.sqnr_db if quality else None,
         latency_ms=latency.p50_ms if latency else None, latency_batch=batch,
         reference_top1=reference.quality.top1 if reference is not None and reference.quality else None,
-        precision_used=row.precision_used, note="; ".join(notes))
+        precision_used=row.precision_used, note="; ".join(notes),
+        latency_unstable=latency is not None and latency_is_unstable(latency.spread))
 
 
 __all__ = ["RunResult", "export_request", "run_plan"]

@@ -10,6 +10,7 @@ from typing import Callable
 
 ROUNDS = 10  # blocks per candidate: enough alternation to share out load spikes, few switches
 SETTLE = 2  # untimed calls at the start of every block
+MIN_ROUND_SAMPLES = 3  # a round's "median" of fewer samples is one noisy sample: no stability verdict
 QUIESCE_S = 0.05  # idle gap before a block: the previous runtime's spinning threads go to sleep
 
 
@@ -30,7 +31,8 @@ def summarize(rounds: list[list[float]]) -> LatencyStats:
     """Quantiles of every sample (seconds), and the spread between the rounds' medians."""
     ms = sorted(s * 1e3 for block in rounds for s in block)
     medians = [statistics.median(r) for r in rounds if r]
-    spread = max(medians) / min(medians) - 1 if len(medians) > 1 else None
+    judged = len(medians) > 1 and min(map(len, rounds)) >= MIN_ROUND_SAMPLES
+    spread = max(medians) / min(medians) - 1 if judged else None
     return LatencyStats(_quantile(ms, 0.5), _quantile(ms, 0.9), _quantile(ms, 0.99), statistics.fmean(ms), len(ms),
                         spread)
 

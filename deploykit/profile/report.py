@@ -73,6 +73,9 @@ COLUMNS = (
 )
 # Columns the people-facing tables leave out (they are in the section heading, or CSV-only).
 HUMAN_SKIP = {"device", "role", "note"}
+# The Markdown table without --wide: latency next to cost and accuracy, 11 columns instead of 21
+SUMMARY = ("name", "precision_used", "batch", "p50_ms", "macs", "ms_per_gmac", "top1", "agreement", "sqnr_db",
+           "file_size_bytes", "energy_j_per_image")
 
 
 def flat_rows(report: ProfileReport, device: str | None = None) -> list[tuple[ProfileRow, BatchLatency]]:
@@ -94,14 +97,18 @@ def human_columns() -> list[Column]:
     return [c for c in COLUMNS if c.key not in HUMAN_SKIP]
 
 
-def render(report: ProfileReport, fmt: str) -> str:
+def render(report: ProfileReport, fmt: str, *, wide: bool = False) -> str:
+    """`report` as md, csv, json or html. Markdown shows the SUMMARY columns unless `wide` (CSV, JSON and
+    HTML always carry every column)."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown report format {fmt!r}; known: {', '.join(FORMATS)}")
     if fmt == "html":
         from deploykit.profile.report_html import render_html
 
         return render_html(report)
-    return {"md": render_markdown, "csv": render_csv, "json": render_json}[fmt](report)
+    if fmt == "md":
+        return render_markdown(report, wide=wide)
+    return {"csv": render_csv, "json": render_json}[fmt](report)
 
 
 def render_json(report: ProfileReport) -> str:
@@ -117,9 +124,9 @@ def render_csv(report: ProfileReport) -> str:
     return out.getvalue()
 
 
-def render_markdown(report: ProfileReport) -> str:
+def render_markdown(report: ProfileReport, *, wide: bool = False) -> str:
     lines = ["# deploykit profile", "", environment_line(report), inputs_line(report), ""]
-    columns = human_columns()
+    columns = human_columns() if wide else [c for c in COLUMNS if c.key in SUMMARY]
     for device in report.device_names():
         lines += [f"## {device}", "", device_line(report, device), "",
                   "| " + " | ".join(c.title for c in columns) + " |",

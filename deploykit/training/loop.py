@@ -13,19 +13,16 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
-
 import torch
 from torch import nn
 
 from deploykit.core.errors import DeployKitError
 from deploykit.core.preprocess import Preprocess
+from deploykit.core.progress import Progress  # {"event": "step" | "epoch", ...}
 from deploykit.data.augment import Augment
 from deploykit.data.pixels import PixelSet, steps_per_epoch, train_batches
 from deploykit.training.distill import distillation_loss
 from deploykit.training.state import load_state, save_state
-
-Progress = Callable[[dict], None]  # {"event": "step" | "epoch", ...}
 
 
 @dataclass(frozen=True)
@@ -154,7 +151,8 @@ class _Run:
             p["seconds"] += now - last  # data preparation included; checkpoint writes are not
             last = now
             self.step += 1
-            self.progress({"event": "step", "epoch": self.epoch, "step": self.step, "steps": self.steps,
+            self.progress({"event": "step", "epoch": self.epoch, "epochs": self.config.epochs, "step": self.step,
+                           "steps": self.steps,
                            "loss": p["loss_sum"] / p["seen"], "top1": p["correct"] / p["seen"],
                            "lr": self.scheduler.get_last_lr()[0]})
             if save_every and self.step % save_every == 0 and self.step < self.steps:

@@ -49,8 +49,8 @@ def one_batch_cifar(tmp_path_factory) -> Path:
     return _cifar_subset(tmp_path_factory, 13)
 
 
-def _env(tmp_path: Path) -> dict:
-    return {**os.environ, "DEPLOYKIT_CACHE": str(tmp_path / "cache"), "DEPLOYKIT_DEBUG": "1"}
+def _env(tmp_path: Path) -> dict:  # wide: paths and figures stay on one line
+    return {**os.environ, "DEPLOYKIT_CACHE": str(tmp_path / "cache"), "DEPLOYKIT_DEBUG": "1", "COLUMNS": "250"}
 
 
 def _deploykit(*args, tmp_path: Path) -> subprocess.CompletedProcess:
@@ -89,6 +89,9 @@ def test_stopped_after_an_epoch_then_rerun_resumes_to_the_same_weights(tiny_cifa
     with safe_open(str(out), framework="pt") as f:
         record = json.loads(f.metadata()[TRAINING_KEY])
     assert [e["epoch"] for e in record["history"]] == [1, 2] and record["config"]["seed"] == 0
+    assert not resume_path(out).exists()  # finished: no resume state left behind (issue 16)
+    again = _deploykit(*command, tmp_path=tmp_path)  # the same command once more: nothing to train
+    assert "epoch 1/2" not in again.stderr and _same_weights(out, uninterrupted)
 
 
 def test_killed_mid_epoch_resumes_from_the_last_step_checkpoint(tiny_cifar, uninterrupted, tmp_path):
@@ -145,7 +148,14 @@ def test_export_prune_finetune_chain_records_it_in_the_manifest(one_batch_cifar,
     result = _deploykit("export", "resnet20_cifar", "--prune", "0.3", "--finetune-data", one_batch_cifar,
                         "--finetune-epochs", "1", "--out", out, "--threads", "1", tmp_path=tmp_path)
     assert "pruned: MACs 40.6 M -> 27.0 M" in result.stdout and "PASS (fp32)" in result.stdout
-    manifest = json.loads((out / "resnet20_cifar.onnx.manifest.json").read_text())
+    assert "fine-tuned 1 epoch (" in result.stdout  # not "1 epochs"
+    assert "weights: resnet20_cifar.pruned30-ft.safetensors (pruned from resnet20-" in result.stdout
+    for stage in ("prune 0.3", "fine-tune", "epoch 1/1: 1/1 batches", "torch -> ONNX", "simplify", "publish"):
+        assert stage in result.stderr, f"no progress line for {stage!r} in a log (not a terminal)"
+    assert sorted(p.name for p in out.iterdir()) == [  # the artifact's own name; no resume state left
+        "resnet20_cifar.pruned30-ft.safetensors", "resnet20_cifar.pruned30.onnx",
+        "resnet20_cifar.pruned30.onnx.manifest.json", "resnet20_cifar.pruned30.safetensors"]
+    manifest = json.loads((out / "resnet20_cifar.pruned30.onnx.manifest.json").read_text())
     pruning = manifest["extra"]["pruning"]
     assert pruning["config"]["ratio"] == 0.3 and pruning["channels"]["layer1.0.conv1"] == 8
     assert pruning["channels"]["layer1.0.conv2"] == 16  # residual streams keep their widths

@@ -57,6 +57,9 @@ def test_csv_on_stdout_and_html_and_json_files(artifact, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "wrote" in proc.stdout and html.read_text().count("<circle") == 2
 
+
+@pytest.mark.slow  # by default the JSON render is checked in tests/profile/test_report.py, --out just above
+def test_json_file(artifact, tmp_path):
     as_json = tmp_path / "report.json"
     proc = run_cli("profile", str(artifact), "--batch", "1", *FAST, "--format", "json", "--out", str(as_json),
                    cwd=tmp_path)

@@ -187,6 +187,9 @@ def test_cli_coreml_and_misplaced_options(tmp_path):
                    "cpu_and_ne", "--out", str(tmp_path), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "43 conv, 0 batch_norm, fp16" in done.stdout and "needs macOS" in done.stdout
+    noise = ("has not been tested with coremltools", "Running MIL", "Converting PyTorch Frontend")
+    assert not [n for n in noise if n in done.stderr], done.stderr  # coremltools' bars and notice (issue 16)
+    assert "convert (coremltools)" in done.stderr  # our own progress line instead
     assert Manifest.read(tmp_path / "mobileone_s0.mlpackage.manifest.json").extra["compute_units"] == "cpu_and_ne"
     wrong = run_cli("export", "mobileone_s0", "--target", "onnx", "--compute-units", "all", "--out",
                     str(tmp_path / "x"), cwd=tmp_path)

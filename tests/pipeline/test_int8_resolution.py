@@ -21,3 +21,13 @@ def test_small_holdout_warns_with_the_calib_size_that_fixes_it():
 def test_zero_budget_names_why_no_size_helps():
     (warning,) = resolution_warnings(1000, 0.0)
     assert "tolerates no changed prediction" in warning
+
+
+def test_under_a_split_the_advice_is_one_the_split_accepts():
+    """README's efficientnet example (--calib-split 300 --accuracy-budget 0.5) advised --calib-size 600, which
+    the split then refused with "pass --calib-size 300" (issue 16)."""
+    (warning,) = resolution_warnings(100, 0.5, split=300)
+    assert "--calib-size 600" not in warning
+    assert "--calib-split 600" in warning and "--accuracy-budget of 1 or more" in warning
+    (warning,) = resolution_warnings(21, 1.0, split=1000)
+    assert "--calib-size 300 or more" in warning  # within the split: the size is the fix

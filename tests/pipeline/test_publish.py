@@ -29,8 +29,8 @@ from deploykit.pipeline.profile import profile_artifacts
 MODEL = "resnet20_cifar"  # 32x32, exports in about a second
 
 
-def _export(out: Path, weights: Path | None = None):
-    return export(ExportRequest(model=MODEL, out_dir=out, weights=weights, random_init=weights is None))
+def _export(out: Path, weights: Path | None = None, *, force: bool = False):
+    return export(ExportRequest(model=MODEL, out_dir=out, weights=weights, random_init=weights is None, force=force))
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +89,7 @@ def test_a_crash_while_publishing_leaves_a_pair_that_is_never_used(two_exports, 
     weights = tmp_path / "w.pth"
     torch.save(zoo.create(MODEL).state_dict(), weights)
     with pytest.raises(KeyboardInterrupt):
-        _export(out, weights)
+        _export(out, weights, force=True)  # other weights: a different export, replaced on request
     monkeypatch.undo()
     assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []  # its staging folder went too
     with pytest.raises(DeployKitError, match="is not the artifact its manifest describes"):

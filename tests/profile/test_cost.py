@@ -125,6 +125,15 @@ def test_zoo_params_match_paper(name):
 
 
 @pytest.mark.parametrize("name", ZOO)
+def test_catalog_params_are_the_deploy_forms(name):
+    """`deploykit models` prints deploykit/zoo/catalog.json, not a computation: it must not drift."""
+    from deploykit.zoo.catalog import read_catalog
+
+    listed = {row["name"]: row["params"] for row in read_catalog()}
+    assert listed.get(name) == _compared(name).report.params, "rerun `python scripts/zoo_catalog.py`"
+
+
+@pytest.mark.parametrize("name", ZOO)
 def test_zoo_macs_match_paper(name, request):
     # The papers' "FLOPs" / "mult-adds" are all multiply-accumulates (see deploykit.profile.cost).
     row = _compared(name)

@@ -32,3 +32,4 @@ def test_spread_compares_the_rounds_medians():
     busy = summarize([[0.001] * 3, [0.0015] * 3])
     assert steady.spread == 0.0 and abs(busy.spread - 0.5) < 1e-9
     assert summarize([[0.001]]).spread is None and abs(busy.p50_ms - 1.25) < 1e-9
+    assert summarize([[0.001], [0.003]]).spread is None  # one sample a round: no median to compare

@@ -28,6 +28,13 @@ def test_markdown_has_one_line_per_artifact_device_and_batch():
     assert "int8 (QDQ)" in int8 and "| 2 |" in int8  # p50 beside MACs
 
 
+def test_markdown_has_eleven_columns_and_all_21_with_wide():
+    header = next(line for line in render(sample_report(), "md").splitlines() if line.startswith("| Artifact"))
+    assert header.count("|") - 1 == 11 and "p90 ms" not in header
+    wide = next(line for line in render(sample_report(), "md", wide=True).splitlines() if line.startswith("| "))
+    assert wide.count("|") - 1 == 21 and "p90 ms" in wide and "Load ms" in wide
+
+
 def test_ms_per_gmac_shows_the_gap_between_macs_and_time():
     rows = list(csv.DictReader(io.StringIO(render(sample_report(), "csv"))))
     by_name = {(r["device"], r["name"], r["batch"]): r for r in rows}

@@ -12,8 +12,10 @@ from deploykit.passes import fold_bn, reparameterize
 from deploykit.passes.reparameterize import is_multibranch
 from tests.conftest import randomize_bn
 
-# The biggest models take seconds to build and fold; they are covered in the slow run.
-BIG = {"repvgg_b1", "repvgg_b2", "repvgg_b3"}
+# The biggest models take seconds to build and fold; they are covered in the slow run. So are the CIFAR
+# variants (the same blocks as mobileone_s0 / repvgg_a0 with a stride-1 stem: 4x the activations) and the
+# wider members of a family whose blocks a smaller member already folds by default (s4 stays: its SE blocks).
+BIG = {"repvgg_b1", "repvgg_b2", "repvgg_b3", "mobileone_s0_cifar", "repvgg_a0_cifar", "repvgg_a2", "mobileone_s3"}
 ZOO = [pytest.param(n, marks=pytest.mark.slow) if n in BIG else n for n in zoo.names()]
 
 

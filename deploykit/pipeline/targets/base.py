@@ -12,6 +12,7 @@ import torch
 from deploykit.core.compare import Comparison, compare_outputs
 from deploykit.core.errors import DeployKitError, ParityError
 from deploykit.core.preprocess import Preprocess
+from deploykit.core.progress import Progress, report_stage
 from deploykit.core.registry import Registry
 
 
@@ -26,11 +27,10 @@ class ExportContext:
     reference: np.ndarray  # float model's output on the probe
     preprocess: Preprocess
     options: dict = field(default_factory=dict)  # target-specific CLI options (opset, precision, ...)
-    progress: Callable[[str], None] | None = None  # told the name of each long step as it starts
+    progress: Progress | None = None  # told each long step's name as it starts (core/progress.py)
 
     def stage(self, name: str) -> None:
-        if self.progress is not None:
-            self.progress(name)
+        report_stage(self.progress, name)
 
 
 @dataclass
@@ -55,6 +55,12 @@ class Target:
 
     def file_name(self, model: str, options: dict) -> str:
         return f"{model}{self.variant(options) if self.variant else ''}{self.suffix}"
+
+
+def precision_tag(precision: str, default: str) -> str:
+    """A target's file-name tag: none for its default precision, `.fp32` / `.int8` / ... otherwise, so two
+    precisions of one model never share a name (see pipeline/overwrite.py)."""
+    return "" if precision == default else f".{precision}"
 
 
 TARGETS: Registry[Target] = Registry("target")

@@ -12,7 +12,8 @@ import torch
 
 from deploykit.core.errors import DeployKitError
 from deploykit.pipeline.targets.fp16 import calibration_batches, layers_to_keep, scan_fp16_range
-from deploykit.pipeline.targets.base import ExportContext, TargetBuild, register_target, require_parity
+from deploykit.pipeline.targets.base import (ExportContext, TargetBuild, precision_tag, register_target,
+                                             require_parity)
 
 OPTIONS = ("precision", "compute_units", "image_input", "weights_int8", "calib")
 PRECISIONS = ("fp16", "fp32", "int8")  # int8 = W8A8 (activations calibrated on --calib images)
@@ -37,14 +38,21 @@ class CoreMLOptions:
         return "int8" if self.weights_int8 or self.precision == "int8" else self.precision
 
 
-@register_target("coreml", ".mlpackage", options=OPTIONS)
+def _variant(options: dict) -> str:
+    opts = coreml_options(options)
+    return precision_tag("w8" if opts.weights_int8 else opts.precision, "fp16")
+
+
+@register_target("coreml", ".mlpackage", options=OPTIONS, variant=_variant)
 def build_coreml(ctx: ExportContext, staged: Path) -> TargetBuild:
     from deploykit.export.coreml import save_mlpackage
 
     opts = coreml_options(ctx.options)
     scan = scan_fp16_range(ctx, opts.calib) if opts.compute_precision == "fp16" else None
     model, image = _model_and_image(ctx, opts)
+    ctx.stage("convert (coremltools)")
     conversion = _convert(ctx, model, image, opts, scan)
+    ctx.stage("save and check the package")
     save_mlpackage(conversion.mlmodel, staged)
     details = structural_checks(ctx, model, staged, opts, conversion.kept_fp32)
     details.update(_settings_record(opts, image, scan, conversion.kept_fp32))

@@ -111,7 +111,6 @@ def build_int8(ctx: ExportContext, staged: Path, export_float: FloatExport, *, l
     ranges = list(calib.range_batches(ctx.preprocess, ctx.probe.shape[0]))  # decode all before exporting
     with tempfile.TemporaryDirectory(prefix="deploykit-int8-") as tmp:
         work = Path(tmp)
-        ctx.stage("float ONNX")
         float_build = export_float(ctx, work / "float.onnx")
         holdout = load_holdout(ctx, calib, work / "float.onnx", threads)
         choice = _choose(opts, layout, work, ranges, holdout, threads, ctx.stage)
@@ -178,7 +177,7 @@ def _finish(ctx, staged: Path, float_build: TargetBuild, holdout, record: dict, 
                               "representative images; nothing was written")
     record["runtimes"] = {"onnxruntime": OrtModel(staged).precision_record()}
     warnings = list(float_build.warnings) + _readiness_warnings(choice.readiness, opts)
-    warnings += resolution_warnings(len(holdout.images), opts.accuracy_budget)
+    warnings += resolution_warnings(len(holdout.images), opts.accuracy_budget, opts.calib_split)
     warnings += _openvino_check(staged, holdout, record, ctx.options.get("threads", 2))
     details = {**{k: v for k, v in float_build.details.items() if k not in ("op_counts", "parity_runtime")},
                "op_counts": count_ops(staged), "parity_runtime": "onnxruntime",
@@ -214,9 +213,10 @@ def _time_on_device(ctx, float_path: Path, staged: Path, device, build: TargetBu
         require_faster(check, reason or "")
 
 
-def resolution_warnings(holdout_images: int, budget: float) -> list[str]:
+def resolution_warnings(holdout_images: int, budget: float, split: int | None = None) -> list[str]:
     """A held-out slice too small for the budget: one changed prediction then costs more than the budget,
-    so the search keeps layers float over a single image (seen: 64 images -> 21 held out -> 24 layers float)."""
+    so the search keeps layers float over a single image (seen: 64 images -> 21 held out -> 24 layers float).
+    The advice must be followable: under --calib-split N no --calib-size above N is accepted."""
     from deploykit.data.calibration import HOLDOUT_FRACTION
 
     per_image = 100.0 / holdout_images
@@ -224,6 +224,9 @@ def resolution_warnings(holdout_images: int, budget: float) -> list[str]:
         return []
     needed = math.ceil(math.ceil(100.0 / budget) / HOLDOUT_FRACTION) if budget > 0 else None
     fix = f"pass --calib-size {needed} or more" if needed else "a budget of 0 tolerates no changed prediction"
+    if needed and split is not None and needed > split:
+        fix = (f"pass --calib-split {needed} (or more), or keep --calib-split {split} with an "
+               f"--accuracy-budget of {math.ceil(per_image * 100) / 100:g} or more")
     return [f"the accuracy budget cannot resolve one image: {holdout_images} held-out images make one changed "
             f"prediction {per_image:.1f} points, over the budget of {budget:g}, so layers may be kept float "
             f"for a single image; {fix}"]

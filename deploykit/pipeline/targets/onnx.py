@@ -66,7 +66,9 @@ def build_float_onnx(ctx: ExportContext, staged: Path) -> TargetBuild:
     from deploykit.runtimes.onnxruntime import OrtModel
 
     opset, dynamic = ctx.options.get("opset", DEFAULT_OPSET), bool(ctx.options.get("dynamic_batch"))
-    result = export_onnx(ctx.deployed, ctx.probe, staged, opset=opset, dynamic_batch=dynamic)
+    ctx.stage("torch -> ONNX")
+    result = export_onnx(ctx.deployed, ctx.probe, staged, opset=opset, dynamic_batch=dynamic, stage=ctx.stage)
+    ctx.stage("fp32 parity (ONNX Runtime)")
     session = OrtModel(staged, threads=ctx.options.get("threads", 2))
     parity = require_parity(ctx.reference, session.run(ctx.probe.numpy()), "fp32", "exported ONNX (ONNX Runtime)")
     if dynamic:  # the probe twice over must give its outputs twice over: the batch axis really is free

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from deploykit.core.errors import DeployKitError
 from deploykit.core.fsutil import sha256_file
-from deploykit.pipeline.targets.base import ExportContext, TargetBuild, register_target, require_parity
+from deploykit.pipeline.targets.base import (ExportContext, TargetBuild, precision_tag, register_target,
+                                             require_parity)
 from deploykit.pipeline.targets.fp16 import layers_to_keep, scan_fp16_range
 
 INT8_SEARCH_OPTIONS = ("calib_size", "calib_split", "calib_method", "per_channel", "accuracy_budget")
@@ -27,7 +28,8 @@ class TensorRTOptions:
     calib: Path | None = None  # images for the fp16 range scan (else the probe); int8's calibration images
 
 
-@register_target("tensorrt", ".trt", options=OPTIONS)
+@register_target("tensorrt", ".trt", options=OPTIONS,
+                 variant=lambda options: precision_tag(tensorrt_options(options).precision, "fp16"))
 def build_tensorrt(ctx: ExportContext, staged: Path) -> TargetBuild:
     from deploykit.export.tensorrt import PLAN_FILE, engine_unavailable
 

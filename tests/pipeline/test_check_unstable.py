@@ -1,0 +1,81 @@
+"""An unstable latency never passes a gate silently (issue 16, item 5): it is its own outcome, in the
+verdict and in JUnit, re-measured (bounded) before it is called unstable, and never cached as final."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from deploykit.pipeline.check import Measurement, failed, judge, unstable
+from deploykit.pipeline.junit import junit_xml
+from deploykit.pipeline.recipe import load_recipe
+
+RECIPE = """\
+model: resnet20_cifar
+data: {eval: cifar10/test}
+devices: [host-cpu-ort]
+thresholds:
+  max_latency_ms: {host-cpu-ort: 10}
+stages:
+  - name: folded
+    passes: [reparameterize, fold_bn]
+"""
+
+
+def _cases(tmp_path: Path, **measured):
+    (tmp_path / "r.yaml").write_text(RECIPE)
+    recipe = load_recipe(tmp_path / "r.yaml")
+    return judge(recipe, None, [Measurement("folded", "host-cpu-ort", **measured)])
+
+
+def test_an_unstable_latency_is_neither_passed_nor_failed(tmp_path):
+    (case,) = _cases(tmp_path, latency_ms=2.0, latency_unstable=True)
+    assert case.status == "unstable" and "rerun on a quiet machine" in case.message
+    assert unstable([case]) == [case] and failed([case]) == []
+    (steady,) = _cases(tmp_path, latency_ms=2.0)
+    assert steady.status == "passed"
+    (slow,) = _cases(tmp_path, latency_ms=20.0, latency_unstable=True)
+    assert slow.status == "unstable"  # over the limit too: still not a measurement to judge
+
+
+def test_junit_reports_unstable_as_an_error_not_a_failure(tmp_path):
+    suite = ET.fromstring(junit_xml("s", _cases(tmp_path, latency_ms=2.0, latency_unstable=True))).find("testsuite")
+    assert (suite.get("failures"), suite.get("errors"), suite.get("skipped")) == ("0", "1", "0")
+    error = suite.find("testcase").find("error")
+    assert error is not None and error.get("type") == "unstable"
+
+
+def test_an_unstable_measurement_is_measured_again_then_kept_out_of_the_cache(monkeypatch):
+    """The bounded re-measure in profile: two attempts, the steadier kept."""
+    from deploykit.pipeline import profile
+    from deploykit.profile.latency import LatencyStats
+
+    attempts = []
+
+    class Runner:
+        def latency(self, calls, *, runs, warmup, progress):
+            attempts.append(len(attempts))
+            return {name: LatencyStats(2.0, 2, 2, 2, runs, spread=0.5 - 0.2 * len(attempts)) for name in calls}
+
+    class Row:
+        def __init__(self):
+            self.name, self.runtime, self.latency, self.notes = "a", "onnxruntime", [], []
+
+    class Candidate:
+        row, runner, runnable, group, static_batch, preprocess = Row(), Runner(), None, "g", None, None
+
+    monkeypatch.setattr(profile, "_probe", lambda preprocess, batch: None)
+    candidate = Candidate()
+    profile._measure_latency([candidate], [1], runs=30, warmup=1, progress=lambda *a: None)
+    assert len(attempts) == profile.LATENCY_ATTEMPTS == 2
+    assert abs(candidate.row.latency[0].spread - 0.1) < 1e-9  # the steadier attempt is kept
+    assert profile.latency_is_unstable(0.3) and not profile.latency_is_unstable(0.1)
+
+
+def test_the_cache_reads_back_the_unstable_flag_it_stores(tmp_path):
+    from deploykit.pipeline.cache import PipelineCache
+
+    cache = PipelineCache(tmp_path)
+    record = Measurement("folded", "host-cpu-ort", latency_ms=2.0, latency_unstable=False).to_dict()
+    cache.store_measurement("k" * 64, {"measurement": record})
+    assert cache.measurement("k" * 64) == {"measurement": record}  # a bool field is not "damaged"
