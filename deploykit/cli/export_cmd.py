@@ -163,6 +163,9 @@ def _weights(parent: dict) -> str:
 
 
 def _structure(details: dict) -> str:
+    if "structure" in details:  # LiteRT, ExecuTorch: counted in the written program
+        counts = details["structure"]
+        return f", {counts['conv_count']} conv, {counts['batch_norm_count']} batch-norm"
     if "op_histogram" in details:  # Core ML: MIL ops
         ops = details["op_histogram"]
         return f", {ops.get('conv', 0)} conv, {ops.get('batch_norm', 0)} batch_norm"
