@@ -15,6 +15,7 @@ def quantize_pt2e(model: torch.nn.Module, probe: torch.Tensor, quantizer, batche
     """The converted (int8) GraphModule of `model`, its activation ranges observed on `batches`.
     `fold_quantize`: store weights as int8 constants (ExecuTorch's partitioner needs it) or keep them float
     behind quantize ops (LiteRT's converter needs that: folded per-channel weights fail its StableHLO pass)."""
+    from torchao.quantization.pt2e import move_exported_model_to_eval
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     exported = torch.export.export(model, (probe,)).module()
@@ -22,4 +23,7 @@ def quantize_pt2e(model: torch.nn.Module, probe: torch.Tensor, quantizer, batche
     with torch.no_grad():
         for batch in batches:
             prepared(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)))
-    return convert_pt2e(prepared, fold_quantize=fold_quantize)
+    converted = move_exported_model_to_eval(convert_pt2e(prepared, fold_quantize=fold_quantize))
+    for module in converted.modules():  # the flag converters read (litert-torch warns on a "training" model);
+        module.training = False  # the exported graph itself is fixed: this changes no computation
+    return converted

@@ -150,8 +150,7 @@ def _load_executorch(path: Path, device: "Device") -> Runnable:
     from deploykit.runtimes.executorch import ExecuTorchModel
 
     model = ExecuTorchModel(path, threads=device.threads)
-    return Adapted(model, model.version, model.static_batch,
-                   lambda: model.precision_record(_manifest_precision(path))["summary"])
+    return Adapted(model, model.version, model.static_batch, lambda: model.precision_used)
 
 
 def _manifest_precision(path: Path) -> str:

@@ -8,6 +8,11 @@ a later request for another size is refused with what to do, never performed.
 
 from __future__ import annotations
 
+import json
+import re
+import subprocess
+import tempfile
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +21,7 @@ from deploykit.core.errors import DeployKitError, missing_extra
 from deploykit.core.manifest import tool_versions
 
 XNNPACK = "XnnpackBackend"
+COMPUTE_NODES = ("XNNConv2d", "XNNDepthwiseConv2d", "XNNFullyConnected", "XNNConvTranspose2d", "XNNBatchMatrixMultiply")
 _LOADED_IN_PROCESS: list[Path] = []  # ExecuTorch's own process-wide state, mirrored to refuse unsafe resizes
 
 
@@ -69,11 +75,17 @@ class ExecuTorchModel:
         x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
         return self.method.execute([x])[0].numpy().copy()
 
-    def precision_record(self, exported_precision: str | None = None) -> dict:
-        """The program's delegates and the ops outside them; the precision is the export's (`exported_precision`,
-        from the manifest: the XNNPACK payload that holds the int8 kernels is opaque here)."""
+    def precision_record(self) -> dict:
+        """The program's delegates, the compute nodes inside the XNNPACK ones by the datatype of their input
+        (qint8: int8 kernels), and the ops left outside: all read from the file."""
+        from deploykit.runtimes.litert import summarize
+
         return {"runtime": f"executorch {self.version}", "threads": self.threads, **self.structure,
-                "summary": f"{exported_precision or 'as exported'} ({_where(self.structure)})"}
+                "summary": f"{summarize(self.structure['xnnpack_compute_ops'])} ({_where(self.structure)})"}
+
+    @property
+    def precision_used(self) -> str:
+        return self.precision_record()["summary"]
 
 
 def program_structure(path: Path) -> dict:
@@ -86,8 +98,44 @@ def program_structure(path: Path) -> dict:
     except Exception as exc:  # noqa: BLE001 - a damaged flatbuffer raises anything from struct to flatbuffers
         raise DeployKitError(f"{path} is not an ExecuTorch program: {type(exc).__name__}: {exc}",
                              fix="pass a .pte file written by `deploykit export --target executorch`") from exc
-    plan = getattr(pte, "program", pte).execution_plan[0]
-    return {"delegates": [d.id for d in plan.delegates], "portable_ops": sorted({o.name for o in plan.operators})}
+    program = getattr(pte, "program", pte)
+    plan = program.execution_plan[0]
+    xnn_ops: dict[str, Counter] = {}
+    for delegate in plan.delegates:
+        if delegate.id == XNNPACK:
+            for op, dtypes in xnnpack_ops(program.backend_delegate_data[delegate.processed.index].data).items():
+                xnn_ops.setdefault(op, Counter()).update(dtypes)
+    return {"delegates": [d.id for d in plan.delegates], "portable_ops": sorted({o.name for o in plan.operators}),
+            "xnnpack_compute_ops": {op: dict(c) for op, c in sorted(xnn_ops.items())}}
+
+
+def xnnpack_ops(payload: bytes) -> dict[str, Counter]:
+    """{compute node type: {datatype of its first input: count}} of one XNNPACK payload: its header, then
+    an XNNGraph flatbuffer, read with ExecuTorch's own flatc and the XNNPACK schema it ships."""
+    from executorch.backends.xnnpack.serialization import xnnpack_graph_serialize as xnn
+    from executorch.exir._serialize._flatbuffer import _get_flatc_path
+
+    header = xnn.XNNHeader.from_bytes(payload[:xnn.XNNHeader.EXPECTED_LENGTH])
+    graph_bytes = payload[header.flatbuffer_offset:header.flatbuffer_offset + header.flatbuffer_size]
+    with tempfile.TemporaryDirectory(prefix="deploykit-xnn-") as tmp:
+        (Path(tmp) / "graph.bin").write_bytes(graph_bytes)
+        schema = Path(xnn.__file__).with_name("schema.fbs")
+        subprocess.run([_get_flatc_path(), "--json", "--strict-json", "--raw-binary", "-o", tmp, str(schema), "--",
+                        str(Path(tmp) / "graph.bin")], check=True, capture_output=True)
+        text = (Path(tmp) / "graph.json").read_text()
+    graph = json.loads(re.sub(r"(?<![\w\"])-?(nan|inf)\b", "0", text))  # flatc writes bare nan/inf (clamp bounds)
+    dtypes = [_datatype(v) for v in graph.get("xvalues", [])]
+    counts: dict[str, Counter] = {}
+    for node in graph.get("xnodes", []):
+        kind, fields = node["xnode_union_type"], node["xnode_union"]
+        if kind in COMPUTE_NODES:
+            counts.setdefault(kind, Counter())[dtypes[fields["input1_id"]]] += 1
+    return counts
+
+
+def _datatype(value: dict) -> str:
+    union = value["xvalue_union"]
+    return union.get("tensor_value", union).get("datatype", "?").removeprefix("xnn_datatype_")
 
 
 def _where(structure: dict) -> str:

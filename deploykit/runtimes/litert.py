@@ -48,9 +48,8 @@ class LiteRTModel:
         self.interpreter.invoke()
         return _from_output(self.interpreter.get_tensor(self.output["index"]), self.output)
 
-    def precision_record(self, exported_precision: str | None = None) -> dict:
-        """The compute ops by input type (from the flatbuffer) and the XNNPACK partitions (from the interpreter);
-        unlike a `.pte`, the file says its precision itself, so `exported_precision` is not needed."""
+    def precision_record(self) -> dict:
+        """The compute ops by input type (from the flatbuffer) and the XNNPACK partitions (from the interpreter)."""
         from deploykit.export.litert import typed_op_counts
 
         typed = {op: by_type for op, by_type in typed_op_counts(self.path).items() if op in COMPUTE_OPS}
@@ -84,9 +83,11 @@ def _from_output(values: np.ndarray, detail: dict) -> np.ndarray:
 
 
 def summarize(typed: dict[str, dict[str, int]]) -> str:
-    """'int8', 'fp32', or 'mixed: 40 int8, 2 fp32' over the compute ops' input types (OpenVINO's summary)."""
+    """'int8', 'fp32', or 'mixed: 40 int8, 2 fp32' over the compute ops' input types (OpenVINO's summary),
+    for LiteRT's tensor types and XNNPACK's datatypes (a `.pte`'s delegate) alike."""
     from deploykit.runtimes.openvino import summarize as summarize_layers
 
-    names = {"INT8": "i8", "UINT8": "u8", "FLOAT32": "fp32", "FLOAT16": "fp16"}
+    names = {"INT8": "i8", "UINT8": "u8", "FLOAT32": "fp32", "FLOAT16": "fp16",  # LiteRT's tensor types
+             "qint8": "i8", "qcint8": "i8", "quint8": "u8", "fp32": "fp32", "fp16": "fp16"}  # XNNPACK's
     return summarize_layers({op: {names.get(t, t.lower()): n for t, n in by_type.items()}
                              for op, by_type in typed.items()})

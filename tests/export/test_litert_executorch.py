@@ -35,19 +35,27 @@ def _export(target: str, out, model_from: str = "tests.export.edge_models:conv_b
                                 options={"threads": 2, **options}))
 
 
+@pytest.fixture(scope="module")
+def fp32_exports(tmp_path_factory):
+    """One fp32 export per target for the whole module (each takes seconds)."""
+    cache = {}
+
+    def get(target: str):
+        if target not in cache:
+            cache[target] = _export(target, tmp_path_factory.mktemp(target))
+        return cache[target]
+    return get
+
+
 @pytest.mark.parametrize("target", TARGETS)
-def test_fp32_passes_parity_with_batch_norm_folded_and_one_op_per_conv(target, tmp_path):
-    outcome = export_fp32(target, tmp_path)
+def test_fp32_passes_parity_with_batch_norm_folded_and_one_op_per_conv(target, fp32_exports):
+    outcome = fp32_exports(target)
     manifest = json.loads(outcome.artifact.with_name(outcome.artifact.name + ".manifest.json").read_text())
     assert outcome.artifact.suffix == SUFFIX[target] and manifest["precision"] == "fp32"
     assert manifest["parity"]["passed"] is True and manifest["parity"]["runtime"].startswith(target)
     structure = manifest["extra"]["structure"]
     assert (structure["conv_count"], structure["batch_norm_count"], structure["deployed_conv_count"]) == (3, 0, 3)
     assert manifest["versions"].get({"litert": "litert-torch", "executorch": "executorch"}[target])
-
-
-def export_fp32(target, out):
-    return _export(target, out)
 
 
 @pytest.mark.parametrize("target", TARGETS)
@@ -103,13 +111,35 @@ def test_a_missing_extra_names_it(monkeypatch):
 
 
 @pytest.mark.parametrize("target", TARGETS)
-def test_eval_runs_the_artifact_with_the_manifest_preprocessing(target, tmp_path):
+def test_eval_runs_the_artifact_with_the_manifest_preprocessing(target, fp32_exports, tmp_path):
     from deploykit.pipeline.evaluate import EvalRequest, resolve_model
 
-    artifact = export_fp32(target, tmp_path).artifact
+    artifact = fp32_exports(target).artifact
     model = resolve_model(EvalRequest(target=str(artifact), data=tmp_path, threads=2))
     assert model.preprocess.input_size == SIZE and "XNNPACK" in model.description
     x = np.random.default_rng(0).standard_normal((3, 3, SIZE, SIZE)).astype(np.float32)
     assert model.predict(x).shape == (3, 10)  # a batch of 3 through the static batch of 1
     with pytest.raises(DeployKitError, match="does not run"):
         resolve_model(EvalRequest(target=str(artifact), data=tmp_path, runtime="openvino"))
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_profile_loads_the_artifact_on_the_host_device_with_its_threads(target, fp32_exports):
+    from deploykit import runtimes
+    from deploykit.core.devices import load_device
+
+    device = load_device(f"host-cpu-{target}")
+    runnable = runtimes.load(fp32_exports(target).artifact, device)
+    assert runnable.static_batch == 1 and runnable.model.threads == device.threads == 2
+    assert runnable.precision_used.startswith("fp32") and "XNNPACK, 1 partition" in runnable.precision_used
+
+
+@pytest.mark.parametrize("target", [t for t in TARGETS if t.values[0] == "executorch"])
+def test_executorch_thread_pool_is_sized_once_and_a_later_resize_is_refused(target, fp32_exports):
+    from deploykit.runtimes.executorch import ExecuTorchModel
+
+    artifact = fp32_exports(target).artifact
+    assert ExecuTorchModel(artifact, threads=2).threads == 2
+    with pytest.raises(DeployKitError, match="thread pool already runs 2 threads") as err:
+        ExecuTorchModel(artifact, threads=1)  # resizing now would crash the process: refused, not done
+    assert "its own process" in err.value.fix

@@ -145,7 +145,7 @@ def _build(ctx, staged: Path, backend: EdgeBackend, float_build: TargetBuild, be
         raise ParityError(f"the int8 {backend.label} program differs from the PyTorch model beyond the int8 "
                           f"tolerance: {parity.summary()}", fix="calibrate on more images; nothing was written")
     runtime = backend.load(staged, ctx.options.get("threads", 2))
-    record["runtimes"] = {backend.target: runtime.precision_record("int8")}
+    record["runtimes"] = {backend.target: runtime.precision_record()}
     details = {"structure": structures[best.path].to_dict(), "parity_runtime": backend.target,
                "parity_probe": f"{len(best.logits)} held-out calibration images",
                "parity_against": "the float training form (PyTorch)",
