@@ -11,9 +11,9 @@ MobileOne/RepVGG's near-uniform logits make the export's int8 parity gate refuse
 is the same. MobileOne/RepVGG carry BN statistics from 64 real images (bench_int8's conditioned weights).
 
 Accuracy (section "edge-accuracy", `--accuracy`): `deploykit export --target litert|executorch --int8`
-on resnet56_cifar (calibrated on cifar10/train, evaluated on all 10,000 cifar10/test images) and
+on resnet56_cifar (calibrated on 512 of cifar10/train, evaluated on all 10,000 cifar10/test images) and
 efficientnet_lite0 (--calib-split 300 of imagenet_val1300, evaluated on the other 1,000), against the
-float files of the same target.
+fp32 files of the same target.
 
 Usage (from the project root):
     python -m scripts.bench_edge [--models ...] [--runs 100] [--threads 2] [--accuracy] [--update BENCHMARKS.md]
@@ -150,21 +150,75 @@ def render_latency(rows: list[dict], runs: int, threads: int, load_avg: tuple[fl
     return "\n".join(lines) + "\n"
 
 
+# --- accuracy ---------------------------------------------------------------------------------------
+
+ACCURACY = (  # model, calibration folder, export options, evaluation folder, evaluate without the calib split
+    ("resnet56_cifar", "cifar10/train", {}, "cifar10/test", False, 0.5),
+    ("efficientnet_lite0", IMAGENET, {"calib_split": 300}, IMAGENET, True, 1.0),
+)
+
+
+def bench_accuracy(case: tuple, target: str, *, threads: int, tmp: Path) -> dict:
+    from deploykit.pipeline.evaluate import EvalRequest, run_eval
+
+    name, calib, options, data, exclude, allowed = case
+    out = tmp / f"acc-{name}-{target}"
+    fp32 = export(ExportRequest(model=name, target=target, out_dir=out)).artifact
+    int8 = export(ExportRequest(model=name, target=target, out_dir=out,
+                                options={"int8": True, "calib": data_dir() / calib, **options}))
+    top1 = {}
+    for key, path in (("fp32", fp32), ("int8", int8.artifact)):
+        request = EvalRequest(target=str(path), data=data_dir() / data, threads=threads,
+                              exclude_calib=int8.artifact if exclude else None)
+        top1[key] = run_eval(request).result
+    return {"model": name, "target": target, "top1": top1, "allowed": allowed,
+            "chosen": int8.manifest.extra["int8"]["chosen"], "ran": int8.manifest.extra["int8"]["runtimes"]}
+
+
+def render_accuracy(results: list[dict], threads: int) -> str:
+    lines = [
+        "## Edge int8 accuracy on real images (LiteRT, ExecuTorch)", "",
+        f"Regenerate: `python -m scripts.bench_edge --accuracy --threads {threads} --update BENCHMARKS.md`. "
+        "`deploykit export MODEL --target litert|executorch --int8 --calib ...` (the targets' PT2E path: the "
+        "candidate weight granularities scored on the held-out third of the calibration images, the plain "
+        "per-channel one kept unless another wins by an image), then `deploykit eval` of the int8 file and of "
+        "the fp32 file of the same target; efficientnet_lite0 leaves out its 300 calibration images "
+        "(`--exclude-calib`). Allowed loss from issue 18: 0.5 pt (resnet56_cifar), 1 pt (efficientnet_lite0).", "",
+        "| model | target | n | fp32 top-1 | int8 top-1 | Δ (pt) | allowed | chosen | ran |",
+        "|---|---|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for r in results:
+        fp32, int8 = r["top1"]["fp32"], r["top1"]["int8"]
+        delta = 100 * (int8.top1 - fp32.top1)
+        granularity = "per-channel" if r["chosen"]["per_channel"] else "per-tensor"
+        ran = next(iter(r["ran"].values()))["summary"]
+        lines.append(f"| {r['model']} | {r['target']} | {int8.n} | {100 * fp32.top1:.2f} | {100 * int8.top1:.2f} "
+                     f"| {delta:+.2f} | {r['allowed']:g} | {r['chosen']['method']}, {granularity} | {ran} |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=DEFAULT_MODELS)
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--update", type=Path, help="replace the edge section of a BENCHMARKS.md")
+    parser.add_argument("--accuracy", action="store_true", help="the accuracy section instead of latency")
+    parser.add_argument("--update", type=Path, help="replace the section in a BENCHMARKS.md")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="bench-edge-") as tmp:
-        before = os.getloadavg()[0]
-        rows = [bench_model(n, runs=args.runs, threads=args.threads, tmp=Path(tmp)) for n in args.models.split(",")]
-        text = render_latency(rows, args.runs, args.threads, (before, os.getloadavg()[0]))
+        if args.accuracy:
+            results = [bench_accuracy(case, target, threads=args.threads, tmp=Path(tmp))
+                       for case in ACCURACY for target in ("litert", "executorch")]
+            section, text = "edge-accuracy", render_accuracy(results, args.threads)
+        else:
+            before = os.getloadavg()[0]
+            rows = [bench_model(n, runs=args.runs, threads=args.threads, tmp=Path(tmp))
+                    for n in args.models.split(",")]
+            section, text = "edge", render_latency(rows, args.runs, args.threads, (before, os.getloadavg()[0]))
     print(text)
     if args.update:
-        update_section(args.update, "edge", text)
+        update_section(args.update, section, text)
 
 
 if __name__ == "__main__":

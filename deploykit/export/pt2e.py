@@ -27,3 +27,4 @@ def quantize_pt2e(model: torch.nn.Module, probe: torch.Tensor, quantizer, batche
     for module in converted.modules():  # the flag converters read (litert-torch warns on a "training" model);
         module.training = False  # the exported graph itself is fixed: this changes no computation
     return converted
+

@@ -72,6 +72,7 @@ def test_an_op_the_target_cannot_lower_is_named_with_its_layer_and_nothing_is_wr
     ({"calib": "somewhere"}, "--calib only apply to int8"),
     ({"int8": True, "precision": "fp32"}, "contradict"),
     ({"int8": True, "calib": "x", "calib_method": "entropy"}, "histogram observer"),
+    ({"int8": True, "calib": "x", "device": "host-cpu-ort"}, "runs onnxruntime, not"),
 ])
 def test_bad_options_are_one_message_before_any_work(target, tmp_path, options, message):
     with pytest.raises(DeployKitError, match=message):

@@ -9,7 +9,7 @@ loader and quantizer.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -27,7 +27,7 @@ class Structure:
 
     convs: int
     batch_norms: int
-    deployed_convs: int
+    deployed_convs: int  # filled in by `write_checked`
     counted: str
     ops: dict
 
@@ -80,8 +80,7 @@ def deployed_conv_count(model: torch.nn.Module) -> int:
 def write_checked(backend: EdgeBackend, model: torch.nn.Module, probe: torch.Tensor, path: Path,
                   deployed_convs: int, quantizer=None) -> Structure:
     """Write the program and check its structure: no batch norm, one conv per deployed conv."""
-    structure = backend.write(model, probe, path, quantizer)
-    structure = Structure(structure.convs, structure.batch_norms, deployed_convs, structure.counted, structure.ops)
+    structure = replace(backend.write(model, probe, path, quantizer), deployed_convs=deployed_convs)
     if structure.problems():
         raise DeployKitError(f"the {backend.label} program failed its structure check: "
                              + "; ".join(structure.problems()), fix="report this model; nothing was written")

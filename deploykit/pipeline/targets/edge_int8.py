@@ -49,6 +49,10 @@ def build_edge_int8(ctx: ExportContext, staged: Path, backend: EdgeBackend) -> T
     opts = int8_options(ctx.options)
     _refuse_methods(opts, backend)
     device = target_device(opts, backend.target)
+    if device.runtime != backend.target:
+        raise DeployKitError(f"--device {device.name} runs {device.runtime}, not {backend.target} files",
+                             fix=f"choose a {backend.target} device (e.g. host-cpu-{backend.target}, "
+                                 f"pixel6-{backend.target}), or drop --device")
     ctx.stage("calibration images")
     calib = _open_calibration(opts)
     ranges = list(calib.range_batches(ctx.preprocess, ctx.probe.shape[0]))
