@@ -37,7 +37,8 @@ def eval(  # noqa: A001 - the command is `deploykit eval`; typer names it after 
     exclude_calib: Optional[Path] = typer.Option(None, "--exclude-calib", metavar="INT8_ARTIFACT",
                                                  help="leave out the images this int8 artifact was calibrated on "
                                                       "(its whole --calib-split part when --data is that folder)"),
-    runtime: str = typer.Option("onnxruntime", help="for an .onnx file: onnxruntime or openvino"),
+    runtime: str = typer.Option("onnxruntime", help="for an .onnx file: onnxruntime or openvino "
+                                                     "(.tflite runs in LiteRT, .pte in ExecuTorch)"),
 ) -> None:
     """Measure top-1/top-5 accuracy of MODEL_OR_ARTIFACT on --data.
 

@@ -38,7 +38,8 @@ def export(
     threads: int = typer.Option(2, min=1, help="runtime threads for the parity run"),
     precision: Optional[str] = typer.Option(None, help="onnx: fp32 (default), fp16, int8 (= --int8); coreml: fp16 "
                                                        "(default), fp32, int8 (W8A8, needs --calib, macOS); "
-                                                       "tensorrt: fp16 (default), fp32, int8 (needs --calib)"),
+                                                       "tensorrt: fp16 (default), fp32, int8 (needs --calib); "
+                                                       "litert, executorch: fp32 (default), int8 (= --int8)"),
     compute_units: Optional[str] = typer.Option(None, help="coreml: all (default), cpu_and_ne, cpu_and_gpu, "
                                                            "cpu_only"),
     image_input: bool = typer.Option(False, "--image-input", help="coreml: take an image, preprocessing baked in"),
@@ -47,9 +48,11 @@ def export(
                                                     "coreml int8, onnx --int8: activation ranges), or a name "
                                                     "under the shared data folder, e.g. cifar10/train"),
     int8: bool = typer.Option(False, "--int8", help="onnx: int8 QDQ ONNX calibrated on --calib, chosen by "
-                                                    "measured accuracy (writes MODEL.int8.onnx)"),
+                                                    "measured accuracy (writes MODEL.int8.onnx); litert, "
+                                                    "executorch: PT2E int8 under the same rules"),
     device: Optional[str] = typer.Option(None, help="onnx int8: the device (devices/NAME.yaml) it is laid out for "
-                                                    "and timed on against float (default host-cpu-ort)"),
+                                                    "and timed on against float (default host-cpu-ort; litert, "
+                                                    "executorch: host-cpu-litert, host-cpu-executorch)"),
     require_faster: bool = typer.Option(False, "--require-faster", help="onnx int8: fail, writing nothing, unless "
                                         "int8 is measured faster than float on the device"),
     calib_size: Optional[int] = typer.Option(None, min=1, help="--int8: calibration images drawn, a third held "
@@ -175,6 +178,9 @@ def _weights(parent: dict, pruning: dict | None = None) -> str:
 
 
 def _structure(details: dict) -> str:
+    if "structure" in details:  # LiteRT, ExecuTorch: counted in the written program
+        counts = details["structure"]
+        return f", {counts['conv_count']} conv, {counts['batch_norm_count']} batch-norm"
     if "op_histogram" in details:  # Core ML: MIL ops
         ops = details["op_histogram"]
         return f", {ops.get('conv', 0)} conv, {ops.get('batch_norm', 0)} batch_norm"

@@ -27,7 +27,7 @@ from deploykit.core.config import load_config
 from deploykit.core.errors import DeployKitError
 from deploykit.core.paths import project_root
 
-RUNTIME_NAMES = ("onnxruntime", "openvino", "coreml", "tensorrt", "torch")
+RUNTIME_NAMES = ("onnxruntime", "openvino", "coreml", "tensorrt", "torch", "litert", "executorch")
 
 # What each runtime can be asked for. "as-exported": the artifact fixes the precision (a QDQ graph runs
 # int8, an fp16 Core ML package fp16); OpenVINO also takes an explicit inference precision for float ops.
@@ -37,6 +37,8 @@ PRECISIONS = {
     "coreml": ("as-exported",),
     "tensorrt": ("as-exported",),
     "torch": ("fp32",),
+    "litert": ("as-exported",),  # the .tflite fixes it: float ops fp32, int8 ops int8 (XNNPACK)
+    "executorch": ("as-exported",),
 }
 COMPUTE_UNITS = {
     "onnxruntime": ("cpu",),
@@ -44,7 +46,12 @@ COMPUTE_UNITS = {
     "coreml": ("all", "cpu_only", "cpu_and_gpu", "cpu_and_ne"),
     "tensorrt": ("gpu",),
     "torch": ("cpu",),
+    "litert": ("cpu",),  # XNNPACK on the CPU
+    "executorch": ("cpu",),
 }
+
+
+ADB_RUNTIMES = ("litert", "executorch")
 
 
 @dataclass(frozen=True)
@@ -60,8 +67,23 @@ class AgentConfig:
 
 
 @dataclass(frozen=True)
+class AdbConfig:
+    """A phone reached over adb: the runtime's own benchmark tool, already on the phone, times the artifact
+    (deploykit pushes the file, runs the tool with the device's threads and parses its timings)."""
+
+    tool: str  # the benchmark binary on the phone (LiteRT's benchmark_model, ExecuTorch's executor_runner)
+    serial: str | None = None  # adb -s SERIAL; None: the only attached device
+    remote_dir: str = "/data/local/tmp/deploykit"
+
+    def __post_init__(self) -> None:
+        if not self.tool.startswith("/") or not self.remote_dir.startswith("/"):
+            raise ValueError(f"adb tool and remote_dir must be absolute paths on the phone, got {self.tool!r}, "
+                             f"{self.remote_dir!r}")
+
+
+@dataclass(frozen=True)
 class Device:
-    runtime: Literal["onnxruntime", "openvino", "coreml", "tensorrt", "torch"]
+    runtime: Literal["onnxruntime", "openvino", "coreml", "tensorrt", "torch", "litert", "executorch"]
     location: Literal["local", "remote"]
     description: str = ""
     precision: str | None = None  # None: the runtime's first choice in PRECISIONS
@@ -69,6 +91,7 @@ class Device:
     threads: int | None = None  # None: the runtime's own default
     batches: list[int] = field(default_factory=lambda: [1])
     agent: AgentConfig | None = None
+    adb: AdbConfig | None = None  # a phone timed through adb (runtimes litert and executorch)
     name: str = ""  # the file's stem unless given (and then it must equal the stem)
 
     def __post_init__(self) -> None:
@@ -88,6 +111,11 @@ class Device:
             raise DeployKitError(f"location: local (this machine) with an agent at {self.agent.url}: which is it?",
                                  fix="set `location: remote` to measure through the agent, or drop the `agent:` "
                                      "block to measure on this machine")
+
+        if self.adb is not None and (self.agent is not None or self.location == "local"
+                                     or self.runtime not in ADB_RUNTIMES):
+            raise ValueError(f"adb: is for a remote phone running {' or '.join(ADB_RUNTIMES)} (without agent:), "
+                             f"not location {self.location} with runtime {self.runtime}")
 
     @property
     def is_local(self) -> bool:

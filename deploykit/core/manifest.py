@@ -12,7 +12,8 @@ from deploykit.core.errors import DeployKitError
 from deploykit.core.fsutil import sha256_file, write_text_atomic
 
 MANIFEST_SUFFIX = ".manifest.json"
-TRACKED_TOOLS = ("deploykit", "torch", "onnx", "onnxruntime", "onnxsim", "openvino", "coremltools", "tensorrt")
+TRACKED_TOOLS = ("deploykit", "torch", "onnx", "onnxruntime", "onnxsim", "openvino", "coremltools", "tensorrt",
+                 "litert-torch", "ai-edge-litert", "executorch", "torchao")
 
 
 def tool_versions(names: tuple[str, ...] = TRACKED_TOOLS) -> dict[str, str]:

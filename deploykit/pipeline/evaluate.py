@@ -116,6 +116,12 @@ def resolve_data(path: Path) -> Path:
 
 def resolve_model(request: EvalRequest) -> Evaluable:
     target = request.target
+    from deploykit.pipeline.evaluate_edge import edge_evaluable, is_edge_artifact
+
+    if is_edge_artifact(target):
+        if request.weights is not None:
+            raise DeployKitError("--weights applies only to zoo models", fix="drop it: the artifact holds its weights")
+        return edge_evaluable(Path(target), request.options, threads=request.threads, runtime=request.runtime)
     if target.endswith(ARTIFACT_SUFFIXES) or Path(target).is_file():
         if request.weights is not None:
             raise DeployKitError("--weights applies only to zoo models", fix="drop it: the artifact holds its weights")

@@ -28,7 +28,7 @@ FINETUNE_OPTIONS = tuple(o for o in REQUEST_OPTIONS if o.startswith("finetune_")
 CALIB_READERS = ("calib",)  # options that take the recipe's `data.calib` when the stage does not set them
 # Which artifacts a runtime runs, by the target that made them.
 RUNTIME_TARGETS = {"onnxruntime": ("onnx",), "openvino": ("onnx",), "coreml": ("coreml",),
-                   "tensorrt": ("tensorrt",), "torch": ()}
+                   "tensorrt": ("tensorrt",), "torch": (), "litert": ("litert",), "executorch": ("executorch",)}
 
 
 @dataclass(frozen=True)

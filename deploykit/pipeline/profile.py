@@ -113,6 +113,10 @@ def reach_device(device: Device) -> Runner:
     take our token), or an error saying how to reach it."""
     if device.is_local:
         return LOCAL
+    if device.adb is not None:  # a phone: its own benchmark tool times, this host computes outputs
+        from deploykit.pipeline.adb_runner import AdbRunner
+
+        return AdbRunner.connect(device)
     if device.agent is None:
         raise DeployKitError(f"device {device.name} is remote and has no agent configured",
                              fix=f"add `agent: {{url: http://HOST:8765, token_env: DEPLOYKIT_AGENT_TOKEN}}` to "

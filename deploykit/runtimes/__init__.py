@@ -139,6 +139,20 @@ def _load_torch(path: Path, device: "Device") -> Runnable:
     return TorchModel.from_file(path, threads=device.threads)
 
 
+def _load_litert(path: Path, device: "Device") -> Runnable:
+    from deploykit.runtimes.litert import LiteRTModel
+
+    model = LiteRTModel(path, threads=device.threads or 2)
+    return Adapted(model, model.version, model.static_batch, lambda: model.precision_used)
+
+
+def _load_executorch(path: Path, device: "Device") -> Runnable:
+    from deploykit.runtimes.executorch import ExecuTorchModel
+
+    model = ExecuTorchModel(path, threads=device.threads)
+    return Adapted(model, model.version, model.static_batch, lambda: model.precision_used)
+
+
 def _manifest_precision(path: Path) -> str:
     from deploykit.core.manifest import Manifest, manifest_path
 
@@ -173,15 +187,21 @@ _LOADERS: dict[str, Callable[[Path, "Device"], Runnable]] = {
     "coreml": _load_coreml,
     "tensorrt": _load_tensorrt,
     "torch": _load_torch,
+    "litert": _load_litert,
+    "executorch": _load_executorch,
 }
 _CHECKS: dict[str, Callable[[], str | None]] = {
     "onnxruntime": _missing("onnxruntime", "onnx"),
     "openvino": _missing("openvino", "openvino"),
     "coreml": _coreml_unavailable,
     "tensorrt": _tensorrt_unavailable,
+    "litert": _missing("ai_edge_litert", "litert"),
+    "executorch": _missing("executorch", "executorch"),
 }
 _FIXES = {
     "coreml": "profile Core ML devices on a Mac, or through the device's agent",
     "tensorrt": 'profile TensorRT devices on the machine with the NVIDIA GPU (pip install "deploykit[tensorrt]")',
     "openvino": 'pip install "deploykit[openvino]"',
+    "litert": 'pip install "deploykit[litert]"',
+    "executorch": 'pip install "deploykit[executorch]"',
 }

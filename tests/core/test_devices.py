@@ -16,7 +16,7 @@ from deploykit.core.errors import DeployKitError
 from deploykit.pipeline.profile import reach_device
 
 SHIPPED = {"host-cpu-ort", "host-cpu-openvino", "iphone12-coreml", "mac-m1-coreml", "jetson-orin-nano-trt",
-           "raspberry-pi5-ort"}
+           "raspberry-pi5-ort", "host-cpu-litert", "host-cpu-executorch", "pixel6-litert", "pixel6-executorch"}
 
 
 def write(tmp_path, text: str, name: str = "dev.yaml"):
@@ -36,7 +36,8 @@ def test_each_shipped_device_validates(name):
     assert device.name == name
     assert device.precision in PRECISIONS[device.runtime] and device.compute_units in COMPUTE_UNITS[device.runtime]
     assert device.batches and min(device.batches) >= 1
-    assert device.is_local or device.agent is not None, "a shipped remote device names its agent"
+    assert device.is_local or device.agent is not None or device.adb is not None, \
+        "a shipped remote device names its agent (or, a phone, its adb tool)"
 
 
 def test_host_devices_are_local_with_explicit_threads():

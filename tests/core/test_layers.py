@@ -9,7 +9,8 @@ from pathlib import Path
 import deploykit
 
 PACKAGE = Path(deploykit.__file__).parent
-HEAVY = ("torch", "onnx", "onnxruntime", "coremltools", "tensorrt", "openvino")
+HEAVY = ("torch", "onnx", "onnxruntime", "coremltools", "tensorrt", "openvino", "litert_torch", "ai_edge_litert",
+         "executorch")
 
 
 def _imports_after(code: str) -> set[str]:

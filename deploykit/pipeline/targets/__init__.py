@@ -12,7 +12,7 @@ import importlib
 from deploykit.pipeline.targets.base import (TARGETS, ExportContext, Target, TargetBuild, check_options,
                                              register_target, require_parity)
 
-TARGET_MODULES = ("onnx", "coreml", "tensorrt")  # the registry's members, loaded on first lookup
+TARGET_MODULES = ("onnx", "coreml", "tensorrt", "litert", "executorch")  # the registry's members, loaded on first lookup
 
 __all__ = ["TARGETS", "ExportContext", "Target", "TargetBuild", "check_options", "get_target", "register_target",
            "require_parity", "target_names"]

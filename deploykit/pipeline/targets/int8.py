@@ -29,7 +29,8 @@ INT8_OPTIONS = ("int8", "calib", "calib_size", "calib_split", "calib_method", "p
 METHOD_CHOICES = ("auto", "minmax", "entropy", "percentile")
 PER_CHANNEL_CHOICES = ("auto", "on", "off")
 DEFAULT_BUDGET = 1.0  # top-1 points (agreement points without labels)
-DEFAULT_DEVICES = {"onnxruntime": "host-cpu-ort", "openvino": "host-cpu-openvino"}
+DEFAULT_DEVICES = {"onnxruntime": "host-cpu-ort", "openvino": "host-cpu-openvino", "litert": "host-cpu-litert",
+                   "executorch": "host-cpu-executorch"}
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,15 @@ def int8_options(options: dict) -> Int8Options:
         raise DeployKitError("require_faster needs the int8 build to time int8 on its device",
                              fix="drop require_faster, or drop time_on_device: false")
     return opts
+
+
+def refuse_int8_options(options: dict, precision: str) -> None:
+    """An int8 option on a float export is a mistake to report, not to ignore."""
+    given = [f"--{k.replace('_', '-')}" for k in INT8_OPTIONS if k != "calib" and options.get(k) not in (None, False)]
+    if options.get("calib") is not None and precision == "fp32":
+        given.append("--calib")
+    if given:
+        raise DeployKitError(f"{', '.join(given)} only apply to int8", fix="add --int8, or drop them")
 
 
 def _require(ok: bool, what: str, choices: tuple[str, ...]) -> None:

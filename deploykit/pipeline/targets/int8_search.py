@@ -145,14 +145,15 @@ def choose(space: SearchSpace, float_path: Path, quantizer_for, holdout: Holdout
     return choice
 
 
-def pick(candidates: list[Score], holdout_images: int, budget: float) -> Score:
+def pick(candidates: list[Score], holdout_images: int, budget: float, *, plain_method: str = "minmax") -> Score:
     """The best candidate, where the held-out images can tell: another configuration replaces the plain one
     (minmax, per-channel: what ONNX Runtime's quantizer does by default) only when it fits the budget and
-    the plain one does not, or when it loses at least one held-out image fewer. Between candidates within
+    the plain one does not, or when it loses at least one held-out image fewer (`plain_method`: a toolchain's
+    own observer where minmax is not offered). Between candidates within
     one image of each other the slice cannot rank (measured on resnet56_cifar: the held-out favourite was
     the worst of six on the 10,000 test images, by 0.17 points), so the choice stays the plain one."""
     best = max(candidates, key=Score.key)
-    plain = next((c for c in candidates if c.config.method == "minmax" and c.config.per_channel), None)
+    plain = next((c for c in candidates if c.config.method == plain_method and c.config.per_channel), None)
     if plain is None or plain is best:
         return best
     one_image = 100.0 / holdout_images

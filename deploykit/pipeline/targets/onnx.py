@@ -12,7 +12,7 @@ import numpy as np
 
 from deploykit.core.errors import DeployKitError
 from deploykit.pipeline.targets.base import ExportContext, TargetBuild, register_target, require_parity
-from deploykit.pipeline.targets.int8 import INT8_OPTIONS
+from deploykit.pipeline.targets.int8 import INT8_OPTIONS, refuse_int8_options
 
 PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -40,7 +40,7 @@ def build_onnx(ctx: ExportContext, staged: Path) -> TargetBuild:
                              fix="export it with --batch N")
     if precision == "int8":
         return _build_int8(ctx, staged)
-    _refuse_int8_options(ctx.options, precision)
+    refuse_int8_options(ctx.options, precision)
     if precision == "fp16":
         return build_fp16_onnx(ctx, staged)
     return build_float_onnx(ctx, staged)
@@ -51,14 +51,6 @@ def _build_int8(ctx: ExportContext, staged: Path) -> TargetBuild:
 
     device = target_device(int8_options(ctx.options), "onnxruntime")
     return build_int8(ctx, staged, build_float_onnx, layout=layout_for(device), device=device)
-
-
-def _refuse_int8_options(options: dict, precision: str) -> None:
-    given = [f"--{k.replace('_', '-')}" for k in INT8_OPTIONS if k != "calib" and options.get(k) not in (None, False)]
-    if options.get("calib") is not None and precision == "fp32":
-        given.append("--calib")
-    if given:
-        raise DeployKitError(f"{', '.join(given)} only apply to int8", fix="add --int8, or drop them")
 
 
 def build_float_onnx(ctx: ExportContext, staged: Path) -> TargetBuild:

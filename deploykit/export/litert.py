@@ -1,0 +1,88 @@
+"""PyTorch -> `.tflite` through litert-torch (torch.export, then LiteRT's MLIR converter), and the file's
+operators counted from its flatbuffer. An op the converter has no lowering for stops the export naming the
+op and the layer that calls it (`export.torch_graph.unconvertible`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import Counter
+from pathlib import Path
+
+import torch
+
+from deploykit.core.errors import DeployKitError, missing_extra
+from deploykit.export.torch_graph import unconvertible
+
+
+def import_litert_torch():
+    try:
+        import litert_torch
+    except ImportError as exc:
+        raise missing_extra("litert-torch", "litert") from exc
+    return litert_torch
+
+
+def convert_tflite(model: torch.nn.Module, probe: torch.Tensor, path: Path, quantizer=None) -> None:
+    """Write `model` as a `.tflite` for the probe's shape. A PT2E-converted GraphModule comes with the
+    quantizer that annotated it: the converter then fuses its Q/DQ pairs into int8 kernels (without it, it
+    keeps float kernels between QUANTIZE/DEQUANTIZE ops)."""
+    litert_torch = import_litert_torch()
+    config = None
+    if quantizer is not None:
+        from litert_torch.quantize.quant_config import QuantConfig
+
+        config = QuantConfig(pt2e_quantizer=quantizer)
+    with _quiet(litert_torch.config):
+        try:
+            converted = litert_torch.convert(model, (probe,), quant_config=config)
+        except Exception as exc:  # noqa: BLE001 - the converter raises RuntimeError, MLIR and lowering errors
+            raise unconvertible(model, probe, exc, "LiteRT") from exc
+        converted.export(str(path))
+
+
+@contextlib.contextmanager
+def _quiet(config):
+    """litert-torch prints a progress line per step unless its (environment-backed) switch is off: off for
+    the call, restored after, so deploykit's own progress is the only one the user sees."""
+    shown = config.show_progress
+    config.show_progress = False
+    try:
+        yield
+    finally:
+        config.show_progress = shown
+
+
+def typed_op_counts(path: Path) -> dict[str, dict[str, int]]:
+    """{builtin op: {type of its first input: count}} over the main subgraph of a `.tflite` file."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    buffer = Path(path).read_bytes()
+    try:
+        model = schema.Model.GetRootAsModel(buffer, 0)
+        graph = model.Subgraphs(0)
+    except Exception as exc:  # noqa: BLE001 - a damaged flatbuffer raises from struct unpacking
+        raise DeployKitError(f"{path} is not a LiteRT model: {exc}", fix="pass a .tflite file") from exc
+    op_names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    type_names = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+    counts: dict[str, Counter] = {}
+    for i in range(graph.OperatorsLength()):
+        op = graph.Operators(i)
+        code = model.OperatorCodes(op.OpcodeIndex())
+        name = op_names.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()), "CUSTOM")
+        first = op.Inputs(0) if op.InputsLength() else -1
+        tensor_type = type_names.get(graph.Tensors(first).Type(), "?") if first >= 0 else "none"
+        counts.setdefault(name, Counter())[tensor_type] += 1
+    return {op: dict(c) for op, c in sorted(counts.items())}
+
+
+def op_counts(path: Path) -> dict[str, int]:
+    return {op: sum(by_type.values()) for op, by_type in typed_op_counts(path).items()}
+
+
+def pt2e_quantizer(per_channel: bool):
+    """litert-torch's PT2E quantizer: int8 symmetric weights, int8 activations (histogram observer)."""
+    import_litert_torch()
+    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+
+    return PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=per_channel))

@@ -1,0 +1,55 @@
+"""The LiteRT target: a `.tflite` for Android (and any CPU LiteRT runs on), converted by litert-torch from
+the deploy form, checked for structure (no batch norm, one conv per deployed conv: counted in the file's
+flatbuffer) and run in LiteRT's interpreter with XNNPACK against the float model. int8: `edge_int8`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from deploykit.pipeline.targets.base import ExportContext, TargetBuild, register_target
+from deploykit.pipeline.targets.edge import EdgeBackend, Structure, build_float, edge_precision, variant
+from deploykit.pipeline.targets.int8 import INT8_OPTIONS, refuse_int8_options
+
+CONV_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV", "CONV_3D")
+COUNTED = ("convolutions: CONV_2D + DEPTHWISE_CONV_2D + TRANSPOSE_CONV + CONV_3D operators in the .tflite "
+           "flatbuffer's main subgraph; batch norm: batch-norm nodes of the torch.export program handed to the "
+           "converter (TFLite has no batch-norm operator: a norm left over would be lowered to MUL and ADD, "
+           "counted in `ops`)")
+
+
+def _write(model: torch.nn.Module, probe: torch.Tensor, path: Path, quantizer=None) -> Structure:
+    from deploykit.export.litert import convert_tflite, op_counts
+    from deploykit.export.torch_graph import batch_norm_nodes
+
+    convert_tflite(model, probe, path, quantizer)
+    ops = op_counts(path)
+    return Structure(sum(ops.get(op, 0) for op in CONV_OPS), batch_norm_nodes(model, probe), 0, COUNTED, ops)
+
+
+def _load(path: Path, threads: int):
+    from deploykit.runtimes.litert import LiteRTModel
+
+    return LiteRTModel(path, threads=threads)
+
+
+def _quantizer(per_channel: bool):
+    from deploykit.export.litert import pt2e_quantizer
+
+    return pt2e_quantizer(per_channel)
+
+
+LITERT = EdgeBackend("litert", "LiteRT (XNNPACK)", _write, _load, _quantizer,
+                     "litert-torch PT2E: int8 activations (per-tensor, histogram observer), int8 symmetric weights",
+                     fold_quantize=False)
+
+
+@register_target("litert", ".tflite", options=(*INT8_OPTIONS, "precision"), variant=variant("litert"))
+def build_litert(ctx: ExportContext, staged: Path) -> TargetBuild:
+    if edge_precision(ctx.options, "litert") == "int8":
+        from deploykit.pipeline.targets.edge_int8 import build_edge_int8
+
+        return build_edge_int8(ctx, staged, LITERT)
+    refuse_int8_options(ctx.options, "fp32")
+    return build_float(ctx, staged, LITERT)
