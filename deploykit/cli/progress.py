@@ -101,9 +101,10 @@ class ProgressDisplay:
     def _on_epoch(self, event: dict) -> None:
         line = (f"epoch {event['epoch']}/{event['epochs']}: loss {event['loss']:.4f}, "
                 f"train top-1 {100 * event['train_top1']:.2f} %, {event['seconds']:.0f} s")
-        task = self.tasks.pop(f"epoch{event['epoch'] - 1}", None)  # none when resumed at an epoch's end
-        if self.live and task is not None:
-            self.progress.remove_task(task)
+        finished = [f"epoch{event['epoch'] - 1}"] + (["train"] if event["epoch"] == event["epochs"] else [])
+        for task in filter(None, (self.tasks.pop(key, None) for key in finished)):  # none: resumed there
+            if self.live:
+                self.progress.remove_task(task)
         self._line(line)
 
     def _on_decode(self, event: dict) -> None:
@@ -119,6 +120,8 @@ class ProgressDisplay:
         if self.live:
             task = self._task(label, label, total)
             self.progress.update(task, completed=done, count=f"{done}/{total}")
+            if done >= total:  # done: its bar gives way to what comes next
+                self.progress.remove_task(self.tasks.pop(label))
         elif _tenth_reached(done, total) and (label, total, done) not in self.logged:
             self.logged.add((label, total, done))
             self._line(f"{label}: {done}/{total}")

@@ -10,7 +10,7 @@ from typing import Callable
 
 ROUNDS = 10  # blocks per candidate: enough alternation to share out load spikes, few switches
 SETTLE = 2  # untimed calls at the start of every block
-MIN_ROUND_SAMPLES = 3  # a round's "median" of fewer samples is one noisy sample: no stability verdict
+MIN_ROUND_SAMPLES = 2  # a round of one sample has no median, only a noisy sample: no stability verdict
 QUIESCE_S = 0.05  # idle gap before a block: the previous runtime's spinning threads go to sleep
 
 
