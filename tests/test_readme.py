@@ -42,6 +42,8 @@ BLOCKS = {
     "export DEPLOYKIT_AGENT_TOKEN": ("skip", "needs a Jetson"),
     "- uses: actions/cache@v4": ("skip", "GitHub Actions configuration"),
     'pip install -q "deploykit[sweep]"': ("skip", "installs; the sweeps run for minutes (tests/pipeline/test_sweep_*)"),
+    'pip install -q "deploykit[litert,executorch]"': ("skip", "installs the optional edge extras; the LiteRT and "
+                                                       "ExecuTorch exports are tested where they are installed"),
     "import torch": (SLOW, []),
 }
 
