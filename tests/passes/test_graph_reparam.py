@@ -28,13 +28,7 @@ GENERIC = ReparameterizeConfig(use_protocol=False)
 USER_MODEL = "tests.passes.graph_models:rep_net"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # The machine is shared: two threads per op spin against other workers' processes.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/passes/conftest.py
 
 
 def _x(channels: int = 8, size: int = 16, seed: int = 1) -> torch.Tensor:

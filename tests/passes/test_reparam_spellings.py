@@ -23,12 +23,7 @@ GENERIC = ReparameterizeConfig(use_protocol=False, use_own_methods=False)
 REL_TOL = 1e-5  # fp32, relative to the output's largest magnitude
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/passes/conftest.py
 
 
 class KeepsForwardBN(nn.BatchNorm2d):

@@ -24,12 +24,7 @@ from tests.passes import graph_models as gmod
 _BN = nn.modules.batchnorm._BatchNorm
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/passes/conftest.py
 
 
 def _timm(name: str, size: int, seed: int = 0) -> tuple[nn.Module, torch.Tensor]:

@@ -87,6 +87,18 @@ def write_checked(backend: EdgeBackend, model: torch.nn.Module, probe: torch.Ten
     return structure
 
 
+def build_edge(ctx: ExportContext, staged: Path, backend: EdgeBackend) -> TargetBuild:
+    """The target's build: int8 through the toolchain's PT2E quantizer (`edge_int8`), else fp32."""
+    from deploykit.pipeline.targets.int8 import refuse_int8_options
+
+    if edge_precision(ctx.options, backend.target) == "int8":
+        from deploykit.pipeline.targets.edge_int8 import build_edge_int8
+
+        return build_edge_int8(ctx, staged, backend)
+    refuse_int8_options(ctx.options, "fp32")
+    return build_float(ctx, staged, backend)
+
+
 def build_float(ctx: ExportContext, staged: Path, backend: EdgeBackend) -> TargetBuild:
     """fp32: the deploy form written, checked, and run in the target's runtime against the float model."""
     threads = ctx.options.get("threads", 2)

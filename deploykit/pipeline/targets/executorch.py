@@ -11,8 +11,8 @@ import torch
 
 from deploykit.core.errors import DeployKitError
 from deploykit.pipeline.targets.base import ExportContext, TargetBuild, register_target
-from deploykit.pipeline.targets.edge import EdgeBackend, Structure, build_float, edge_precision, variant
-from deploykit.pipeline.targets.int8 import INT8_OPTIONS, refuse_int8_options
+from deploykit.pipeline.targets.edge import EdgeBackend, Structure, build_edge, variant
+from deploykit.pipeline.targets.int8 import INT8_OPTIONS
 
 COUNTED = ("aten.convolution and batch-norm ops of the lowered edge program before serialization: inside each "
            "XNNPACK partition (the partition's own graph) plus those left outside; cross-checked against the conv "
@@ -58,9 +58,4 @@ EXECUTORCH = EdgeBackend("executorch", "ExecuTorch (XNNPACK)", _write, _load, _q
 
 @register_target("executorch", ".pte", options=(*INT8_OPTIONS, "precision"), variant=variant("executorch"))
 def build_executorch(ctx: ExportContext, staged: Path) -> TargetBuild:
-    if edge_precision(ctx.options, "executorch") == "int8":
-        from deploykit.pipeline.targets.edge_int8 import build_edge_int8
-
-        return build_edge_int8(ctx, staged, EXECUTORCH)
-    refuse_int8_options(ctx.options, "fp32")
-    return build_float(ctx, staged, EXECUTORCH)
+    return build_edge(ctx, staged, EXECUTORCH)

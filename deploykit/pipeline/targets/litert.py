@@ -9,8 +9,8 @@ from pathlib import Path
 import torch
 
 from deploykit.pipeline.targets.base import ExportContext, TargetBuild, register_target
-from deploykit.pipeline.targets.edge import EdgeBackend, Structure, build_float, edge_precision, variant
-from deploykit.pipeline.targets.int8 import INT8_OPTIONS, refuse_int8_options
+from deploykit.pipeline.targets.edge import EdgeBackend, Structure, build_edge, variant
+from deploykit.pipeline.targets.int8 import INT8_OPTIONS
 
 CONV_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV", "CONV_3D")
 COUNTED = ("convolutions: CONV_2D + DEPTHWISE_CONV_2D + TRANSPOSE_CONV + CONV_3D operators in the .tflite "
@@ -47,9 +47,4 @@ LITERT = EdgeBackend("litert", "LiteRT (XNNPACK)", _write, _load, _quantizer,
 
 @register_target("litert", ".tflite", options=(*INT8_OPTIONS, "precision"), variant=variant("litert"))
 def build_litert(ctx: ExportContext, staged: Path) -> TargetBuild:
-    if edge_precision(ctx.options, "litert") == "int8":
-        from deploykit.pipeline.targets.edge_int8 import build_edge_int8
-
-        return build_edge_int8(ctx, staged, LITERT)
-    refuse_int8_options(ctx.options, "fp32")
-    return build_float(ctx, staged, LITERT)
+    return build_edge(ctx, staged, LITERT)
