@@ -220,6 +220,12 @@ def load_recipe_file(path: Path, context: Mapping[str, Callable] | None = None) 
 
 # --- helpers --------------------------------------------------------------------------------------
 
+def resolved_data(data, data_node: ConfigNode):
+    """A data block (recipe or sweep) with its eval and calib paths made absolute by context["resolve_path"]."""
+    calib = None if data.calib is None else _lookup(data_node.child("calib"), "resolve_path", data.calib)
+    return dataclasses.replace(data, eval=_lookup(data_node.child("eval"), "resolve_path", data.eval), calib=calib)
+
+
 def _lookup(node: ConfigNode, check: str, name: Any) -> Any:
     """context[check](name), its DeployKitError turned into a ConfigError at `node`; None without one."""
     fn = node.context.get(check)
@@ -257,11 +263,7 @@ def _resolved(recipe: Recipe, node: ConfigNode) -> Recipe:
     """Paths made absolute by context["resolve_path"] (and "default_weights"), errors at their lines."""
     if "resolve_path" not in node.context:
         return recipe
-    data_node = node.child("data")
-    data = dataclasses.replace(
-        recipe.data, eval=_lookup(data_node.child("eval"), "resolve_path", recipe.data.eval),
-        calib=None if recipe.data.calib is None else _lookup(data_node.child("calib"), "resolve_path",
-                                                             recipe.data.calib))
+    data = resolved_data(recipe.data, node.child("data"))
     weights = recipe.weights
     if weights == DEFAULT_WEIGHTS:
         weights = str(_lookup(node.child("weights"), "default_weights", recipe.model))

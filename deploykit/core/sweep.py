@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from deploykit.core.config import ConfigNode, load_config
-from deploykit.core.recipe import DEFAULT_WEIGHTS, RANDOM_WEIGHTS, PassSpec, ProfileSpec, Thresholds, _lookup
+from deploykit.core.recipe import DEFAULT_WEIGHTS, RANDOM_WEIGHTS, PassSpec, ProfileSpec, Thresholds, _lookup, resolved_data
 
 AXES = ("model", "input_size", "prune", "precision", "target")
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -152,11 +152,7 @@ def _resolved(spec: SweepSpec, node: ConfigNode) -> SweepSpec:
     """Data paths and a weights path made absolute by context["resolve_path"], errors at their lines."""
     if "resolve_path" not in node.context:
         return spec
-    data_node = node.child("data")
-    data = dataclasses.replace(
-        spec.data, eval=_lookup(data_node.child("eval"), "resolve_path", spec.data.eval),
-        calib=None if spec.data.calib is None else _lookup(data_node.child("calib"), "resolve_path",
-                                                           spec.data.calib))
+    data = resolved_data(spec.data, node.child("data"))
     weights = spec.weights
     if weights not in (DEFAULT_WEIGHTS, RANDOM_WEIGHTS):
         weights = str(_lookup(node.child("weights"), "resolve_path", Path(weights)))
