@@ -95,9 +95,12 @@ def _require_kernels(lowered: LoweredProgram) -> None:
 
 
 def pt2e_quantizer(per_channel: bool):
-    """ExecuTorch's XNNPACK quantizer: int8 symmetric weights, int8 activations (histogram observer)."""
+    """ExecuTorch's XNNPACK quantizer: int8 symmetric weights, int8 activations (histogram observer),
+    a ReLU6 fused into the conv before it (`pt2e.fusing_clamps`)."""
     import_executorch_export()
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (XNNPACKQuantizer,
                                                                          get_symmetric_quantization_config)
 
-    return XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=per_channel))
+    from deploykit.export.pt2e import fusing_clamps
+
+    return fusing_clamps(XNNPACKQuantizer)().set_global(get_symmetric_quantization_config(is_per_channel=per_channel))

@@ -81,8 +81,11 @@ def op_counts(path: Path) -> dict[str, int]:
 
 
 def pt2e_quantizer(per_channel: bool):
-    """litert-torch's PT2E quantizer: int8 symmetric weights, int8 activations (histogram observer)."""
+    """litert-torch's PT2E quantizer: int8 symmetric weights, int8 activations (histogram observer),
+    a ReLU6 fused into the conv before it (`pt2e.fusing_clamps`)."""
     import_litert_torch()
     from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
 
-    return PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=per_channel))
+    from deploykit.export.pt2e import fusing_clamps
+
+    return fusing_clamps(PT2EQuantizer)().set_global(get_symmetric_quantization_config(is_per_channel=per_channel))
