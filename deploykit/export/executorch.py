@@ -8,6 +8,7 @@ kernel there either cannot run at all, so the export stops naming it and the lay
 
 from __future__ import annotations
 
+import copy
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,3 +105,16 @@ def pt2e_quantizer(per_channel: bool):
     from deploykit.export.pt2e import fusing_clamps
 
     return fusing_clamps(XNNPACKQuantizer)().set_global(get_symmetric_quantization_config(is_per_channel=per_channel))
+
+
+class HalfProgram(torch.nn.Module):
+    """`model` computing in fp16 behind an fp32 interface: the program takes and returns what the fp32 one
+    does (the casts run outside XNNPACK, on ExecuTorch's portable kernels), every layer runs XNNPACK's fp16
+    kernels."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = copy.deepcopy(model).half()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x.half()).float()

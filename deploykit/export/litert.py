@@ -23,16 +23,23 @@ def import_litert_torch():
     return litert_torch
 
 
-def convert_tflite(model: torch.nn.Module, probe: torch.Tensor, path: Path, quantizer=None) -> None:
+def convert_tflite(model: torch.nn.Module, probe: torch.Tensor, path: Path, quantizer=None, *,
+                   fp16_weights: bool = False) -> None:
     """Write `model` as a `.tflite` for the probe's shape. A PT2E-converted GraphModule comes with the
     quantizer that annotated it: the converter then fuses its Q/DQ pairs into int8 kernels (without it, it
-    keeps float kernels between QUANTIZE/DEQUANTIZE ops)."""
+    keeps float kernels between QUANTIZE/DEQUANTIZE ops). `fp16_weights`: TFLite's float16 post-training
+    quantization (weights stored fp16 behind DEQUANTIZE ops: half the file; a GPU delegate or an fp16-capable
+    ARM CPU computes in fp16, other CPUs dequantize once and compute in fp32)."""
     litert_torch = import_litert_torch()
     config = None
     if quantizer is not None:
         from litert_torch.quantize.quant_config import QuantConfig
 
         config = QuantConfig(pt2e_quantizer=quantizer)
+    elif fp16_weights:  # litert-torch's only fp16 route is this recipe of its generative API; it fits any model
+        from litert_torch.generative.quantize.quant_recipes import full_fp16_recipe
+
+        config = full_fp16_recipe()
     with _quiet(litert_torch.config):
         try:
             converted = litert_torch.convert(model, (probe,), quant_config=config)

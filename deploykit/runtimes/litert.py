@@ -52,11 +52,14 @@ class LiteRTModel:
         """The compute ops by input type (from the flatbuffer) and the XNNPACK partitions (from the interpreter)."""
         from deploykit.export.litert import typed_op_counts
 
-        typed = {op: by_type for op, by_type in typed_op_counts(self.path).items() if op in COMPUTE_OPS}
+        all_ops = typed_op_counts(self.path)
+        typed = {op: by_type for op, by_type in all_ops.items() if op in COMPUTE_OPS}
+        fp16_weights = all_ops.get("DEQUANTIZE", {}).get("FLOAT16", 0)  # TFLite's float16 quantization
         delegated = Counter(node["op_name"] for node in self.interpreter._get_ops_details())["DELEGATE"]
+        summary = summarize(typed) + (f" compute, {fp16_weights} fp16 weight tensors" if fp16_weights else "")
         return {"runtime": f"litert {self.version}", "threads": self.threads, "compute_ops": typed,
                 "io": f"{np.dtype(self.input['dtype']).name} in, {np.dtype(self.output['dtype']).name} out",
-                "xnnpack_partitions": delegated, "summary": summarize(typed)}
+                "fp16_weight_tensors": fp16_weights, "xnnpack_partitions": delegated, "summary": summary}
 
     @property
     def precision_used(self) -> str:

@@ -59,6 +59,20 @@ def test_fp32_passes_parity_with_batch_norm_folded_and_one_op_per_conv(target, f
 
 
 @pytest.mark.parametrize("target", TARGETS)
+def test_fp16_passes_parity_with_the_fp16_tolerance_and_stores_half_weights(target, tmp_path):
+    outcome = _export(target, tmp_path, precision="fp16")
+    manifest = json.loads(outcome.artifact.with_name(outcome.artifact.name + ".manifest.json").read_text())
+    assert outcome.artifact.name.endswith(f".fp16{SUFFIX[target]}") and manifest["precision"] == "fp16"
+    assert manifest["parity"]["passed"] is True and manifest["parity"]["precision"] == "fp16"
+    assert manifest["extra"]["structure"]["conv_count"] == 3 and manifest["extra"]["fp16"]
+    runtime = manifest["extra"]["runtime"]
+    if target == "litert":  # the three convs' weights stored fp16 behind DEQUANTIZE, computed in fp32 here
+        assert runtime["fp16_weight_tensors"] >= 3 and runtime["summary"].endswith("fp16 weight tensors")
+    else:  # every XNNPACK compute node runs fp16
+        assert runtime["summary"].startswith("fp16 (XNNPACK, 1 partition")
+
+
+@pytest.mark.parametrize("target", TARGETS)
 def test_an_op_the_target_cannot_lower_is_named_with_its_layer_and_nothing_is_written(target, tmp_path):
     with pytest.raises(DeployKitError, match=r"aten\.i0.* in layer 'odd'") as err:
         _export(target, tmp_path, model_from="tests.export.edge_models:odd_net")
@@ -68,7 +82,8 @@ def test_an_op_the_target_cannot_lower_is_named_with_its_layer_and_nothing_is_wr
 
 @pytest.mark.parametrize("target", TARGETS)
 @pytest.mark.parametrize("options, message", [
-    ({"precision": "fp16"}, "invalid --precision fp16"),
+    ({"precision": "bf16"}, "invalid --precision bf16"),
+    ({"precision": "fp16", "calib": "somewhere"}, "--calib only apply to int8"),
     ({"calib": "somewhere"}, "--calib only apply to int8"),
     ({"int8": True, "precision": "fp32"}, "contradict"),
     ({"int8": True, "calib": "x", "calib_method": "entropy"}, "histogram observer"),

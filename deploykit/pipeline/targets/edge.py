@@ -4,6 +4,7 @@ loader and quantizer.
 
     deploy form -> write (the op counts of the written program) -> structure check -> run in the
     target's own runtime on the probe -> fp32 parity against the float training form
+    fp16: the same, written by the backend's fp16 writer, parity with the fp16 tolerance.
     int8: see `edge_int8`.
 """
 
@@ -18,7 +19,7 @@ import torch
 from deploykit.core.errors import DeployKitError
 from deploykit.pipeline.targets.base import ExportContext, TargetBuild, require_parity
 
-PRECISIONS = ("fp32", "int8")
+PRECISIONS = ("fp32", "fp16", "int8")
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,8 @@ class EdgeBackend:
     label: str  # what the user reads: "LiteRT (XNNPACK)"
     # model, probe, path, the PT2E quantizer that annotated the model (None: float) -> what it wrote
     write: Callable[[torch.nn.Module, torch.Tensor, Path, object], Structure]
+    write_fp16: Callable[[torch.nn.Module, torch.Tensor, Path], Structure]  # model, probe, path -> what it wrote
+    fp16_note: str  # what the fp16 file stores and computes, for the record
     load: Callable[[Path, int], object]  # path, threads -> a model with run(batch) and precision_record()
     quantizer: Callable[[bool], object]  # per_channel -> the toolchain's PT2E quantizer
     quantizer_note: str  # how that quantizer quantizes, for the record
@@ -59,9 +62,7 @@ class EdgeBackend:
 def edge_precision(options: dict, target: str) -> str:
     precision = options.get("precision") or ("int8" if options.get("int8") else "fp32")
     if precision not in PRECISIONS:
-        fp16 = " (fp16: not built by this target yet; XNNPACK runs fp16 only on CPUs with fp16 arithmetic)" \
-            if precision == "fp16" else ""
-        raise DeployKitError(f"{target} target: invalid --precision {precision}{fp16}",
+        raise DeployKitError(f"{target} target: invalid --precision {precision}",
                              fix=f"one of {', '.join(PRECISIONS)}")
     if options.get("int8") and precision != "int8":
         raise DeployKitError(f"--int8 and --precision {precision} contradict each other", fix="drop one of them")
@@ -78,9 +79,10 @@ def deployed_conv_count(model: torch.nn.Module) -> int:
 
 
 def write_checked(backend: EdgeBackend, model: torch.nn.Module, probe: torch.Tensor, path: Path,
-                  deployed_convs: int, quantizer=None) -> Structure:
+                  deployed_convs: int, quantizer=None, *, fp16: bool = False) -> Structure:
     """Write the program and check its structure: no batch norm, one conv per deployed conv."""
-    structure = replace(backend.write(model, probe, path, quantizer), deployed_convs=deployed_convs)
+    written = backend.write_fp16(model, probe, path) if fp16 else backend.write(model, probe, path, quantizer)
+    structure = replace(written, deployed_convs=deployed_convs)
     if structure.problems():
         raise DeployKitError(f"the {backend.label} program failed its structure check: "
                              + "; ".join(structure.problems()), fix="report this model; nothing was written")
@@ -88,23 +90,29 @@ def write_checked(backend: EdgeBackend, model: torch.nn.Module, probe: torch.Ten
 
 
 def build_edge(ctx: ExportContext, staged: Path, backend: EdgeBackend) -> TargetBuild:
-    """The target's build: int8 through the toolchain's PT2E quantizer (`edge_int8`), else fp32."""
+    """The target's build: int8 through the toolchain's PT2E quantizer (`edge_int8`), else fp32 or fp16."""
     from deploykit.pipeline.targets.int8 import refuse_int8_options
 
-    if edge_precision(ctx.options, backend.target) == "int8":
+    precision = edge_precision(ctx.options, backend.target)
+    if precision == "int8":
         from deploykit.pipeline.targets.edge_int8 import build_edge_int8
 
         return build_edge_int8(ctx, staged, backend)
-    refuse_int8_options(ctx.options, "fp32")
-    return build_float(ctx, staged, backend)
+    refuse_int8_options(ctx.options, "fp32")  # neither float build reads images (ONNX fp16 does: its range check)
+    return build_float(ctx, staged, backend, precision)
 
 
-def build_float(ctx: ExportContext, staged: Path, backend: EdgeBackend) -> TargetBuild:
-    """fp32: the deploy form written, checked, and run in the target's runtime against the float model."""
+def build_float(ctx: ExportContext, staged: Path, backend: EdgeBackend, precision: str = "fp32") -> TargetBuild:
+    """fp32 or fp16: the deploy form written, checked, and run in the target's runtime against the float
+    model with that precision's tolerance."""
     threads = ctx.options.get("threads", 2)
-    structure = write_checked(backend, ctx.deployed, ctx.probe, staged, deployed_conv_count(ctx.deployed))
+    structure = write_checked(backend, ctx.deployed, ctx.probe, staged, deployed_conv_count(ctx.deployed),
+                              fp16=precision == "fp16")
     runtime = backend.load(staged, threads)
-    parity = require_parity(ctx.reference, runtime.run(ctx.probe.numpy()), "fp32", f"the {backend.label} program")
+    parity = require_parity(ctx.reference, runtime.run(ctx.probe.numpy()), precision,
+                            f"the {precision} {backend.label} program")
     details = {"structure": structure.to_dict(), "parity_runtime": f"{backend.target} ({threads} threads)",
                "runtime": runtime.precision_record()}
-    return TargetBuild(precision="fp32", parity=parity, details=details)
+    if precision == "fp16":
+        details["fp16"] = backend.fp16_note
+    return TargetBuild(precision=precision, parity=parity, details=details)

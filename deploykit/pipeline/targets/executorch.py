@@ -39,6 +39,12 @@ def _write(model: torch.nn.Module, probe: torch.Tensor, path: Path, quantizer=No
                                                "XNNPACK nodes in the .pte": in_file})
 
 
+def _write_fp16(model: torch.nn.Module, probe: torch.Tensor, path: Path) -> Structure:
+    from deploykit.export.executorch import HalfProgram
+
+    return _write(HalfProgram(model), probe, path)
+
+
 def _load(path: Path, threads: int):
     from deploykit.runtimes.executorch import ExecuTorchModel
 
@@ -51,7 +57,9 @@ def _quantizer(per_channel: bool):
     return pt2e_quantizer(per_channel)
 
 
-EXECUTORCH = EdgeBackend("executorch", "ExecuTorch (XNNPACK)", _write, _load, _quantizer,
+FP16_NOTE = ("an fp16 program behind an fp32 interface: every layer on XNNPACK's fp16 kernels (native on ARMv8.2+, "
+             "emulated and slower on x86), the input and output casts on ExecuTorch's portable kernels")
+EXECUTORCH = EdgeBackend("executorch", "ExecuTorch (XNNPACK)", _write, _write_fp16, FP16_NOTE, _load, _quantizer,
                          "ExecuTorch XNNPACKQuantizer (PT2E): int8 activations (per-tensor, histogram observer), "
                          "int8 symmetric weights", fold_quantize=True)
 

@@ -19,13 +19,18 @@ COUNTED = ("convolutions: CONV_2D + DEPTHWISE_CONV_2D + TRANSPOSE_CONV + CONV_3D
            "counted in `ops`)")
 
 
-def _write(model: torch.nn.Module, probe: torch.Tensor, path: Path, quantizer=None) -> Structure:
+def _write(model: torch.nn.Module, probe: torch.Tensor, path: Path, quantizer=None, *,
+           fp16_weights: bool = False) -> Structure:
     from deploykit.export.litert import convert_tflite, op_counts
     from deploykit.export.torch_graph import batch_norm_nodes
 
-    convert_tflite(model, probe, path, quantizer)
+    convert_tflite(model, probe, path, quantizer, fp16_weights=fp16_weights)
     ops = op_counts(path)
     return Structure(sum(ops.get(op, 0) for op in CONV_OPS), batch_norm_nodes(model, probe), 0, COUNTED, ops)
+
+
+def _write_fp16(model: torch.nn.Module, probe: torch.Tensor, path: Path) -> Structure:
+    return _write(model, probe, path, fp16_weights=True)
 
 
 def _load(path: Path, threads: int):
@@ -40,7 +45,10 @@ def _quantizer(per_channel: bool):
     return pt2e_quantizer(per_channel)
 
 
-LITERT = EdgeBackend("litert", "LiteRT (XNNPACK)", _write, _load, _quantizer,
+FP16_NOTE = ("TFLite float16 quantization: weights stored fp16 behind DEQUANTIZE ops (half the file); a GPU "
+             "delegate or an fp16-capable ARM CPU computes in fp16, other CPUs (this x86 host) dequantize once and "
+             "compute in fp32")
+LITERT = EdgeBackend("litert", "LiteRT (XNNPACK)", _write, _write_fp16, FP16_NOTE, _load, _quantizer,
                      "litert-torch PT2E: int8 activations (per-tensor, histogram observer), int8 symmetric weights",
                      fold_quantize=False)
 
