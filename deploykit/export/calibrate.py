@@ -28,15 +28,35 @@ PERCENTILE = 99.999
 
 def collect_ranges(prepared: Path, batches: list[np.ndarray], *, workdir: Path, input_name: str,
                    methods: Iterable[str]) -> dict[str, object]:
-    """`{method: TensorsData}` for each of `methods` (minmax, entropy, percentile), from one pass."""
+    """`{method: TensorsData}` for each of `methods` (minmax, entropy, percentile), and `channel_means`
+    (`{tensor: per-channel mean}` of the 4-D tensors), from one pass."""
     session, names, wanted = _augmented_session(prepared, workdir)
     low: dict[str, np.ndarray] = {}
     high: dict[str, np.ndarray] = {}
+    means = ChannelMeans()
     collectors = {m: _collector(m) for m in methods if m in HISTOGRAMS}
     for chunk in _chunks(batches, max(1, CHUNK_IMAGES // len(batches[0]))):
         for name, arrays in _run_chunk(session, names, wanted, chunk, input_name).items():
             _collect_tensor(name, arrays, low, high, collectors)
-    return _results(methods, low, high, collectors)
+            means.add(name, arrays)
+    return {**_results(methods, low, high, collectors), "channel_means": means.result()}
+
+
+class ChannelMeans:
+    """Each 4-D tensor's per-channel mean over the calibration images (what bias correction needs)."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, np.ndarray] = {}
+        self.counts: dict[str, int] = {}
+
+    def add(self, name: str, arrays: list[np.ndarray]) -> None:
+        for array in arrays:
+            if array.ndim == 4:
+                self.sums[name] = self.sums.get(name, 0) + array.sum(axis=(0, 2, 3), dtype=np.float64)
+                self.counts[name] = self.counts.get(name, 0) + array.size // array.shape[1]
+
+    def result(self) -> dict[str, np.ndarray]:
+        return {name: total / self.counts[name] for name, total in self.sums.items()}
 
 
 def _collect_tensor(name: str, arrays: list[np.ndarray], low: dict, high: dict, collectors: dict) -> None:

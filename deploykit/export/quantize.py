@@ -11,6 +11,7 @@ the candidates (method, per-channel or per-tensor weights, layers left in float)
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -86,6 +87,11 @@ class Int8Quantizer:
                                      fix="try another --calib-method or --per-channel, and report this model") from exc
         if config.exclude:
             read_float_inputs(out, set(config.exclude), self.prepared)
+        if self.layout.bias_correction:
+            from deploykit.export.bias_correction import correct_biases
+
+            means = {name: np.asarray(mean) for name, mean in json.loads(self.means_file().read_text()).items()}
+            correct_biases(out, self.prepared, means)
         keep_outputs_float(out)
         return out
 
@@ -106,9 +112,14 @@ class Int8Quantizer:
             methods = tuple(dict.fromkeys((*self.methods, method, "minmax")))
             ranges = collect_ranges(self.prepared, self.batches, workdir=self.workdir,
                                     input_name=self.input_name, methods=methods)
+            means = {name: mean.tolist() for name, mean in ranges.pop("channel_means").items()}
+            self.means_file().write_text(json.dumps(means))
             for name, data in ranges.items():
                 save_ranges(data, self.workdir / f"ranges-{name}-{self.key}.json")
         return path
+
+    def means_file(self) -> Path:
+        return self.workdir / f"means-{self.key}.json"
 
 
 def _ranges_key(model: Path, batches: list[np.ndarray]) -> str:
