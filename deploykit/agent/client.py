@@ -203,7 +203,7 @@ def wire_form(path: Path) -> Iterator[tuple[Path, str]]:
         return
     if not path.is_dir():
         raise DeployKitError(f"artifact not found: {path}", fix="pass the path of an exported artifact")
-    from deploykit.export.tensorrt import CACHE_FILE, ENGINE_FILE, PLAN_FILE
+    from deploykit.core.tensorrt_plan import CACHE_FILE, ENGINE_FILE, PLAN_FILE
 
     exclude = (ENGINE_FILE, CACHE_FILE) if (path / PLAN_FILE).is_file() else ()
     with tempfile.TemporaryDirectory(prefix="deploykit-wire-") as tmp:

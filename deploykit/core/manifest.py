@@ -10,6 +10,7 @@ from pathlib import Path
 
 from deploykit.core.errors import DeployKitError
 from deploykit.core.fsutil import sha256_file, write_text_atomic
+from deploykit.core.tensorrt_plan import CACHE_FILE, ENGINE_FILE, PLAN_FILE
 
 MANIFEST_SUFFIX = ".manifest.json"
 TRACKED_TOOLS = ("deploykit", "torch", "onnx", "onnxruntime", "onnxsim", "openvino", "coremltools", "tensorrt",
@@ -77,9 +78,9 @@ def manifest_path(artifact: Path) -> Path:
     return artifact.with_name(artifact.name + MANIFEST_SUFFIX)
 
 
-# Files a TensorRT bundle gains where it runs (`trtexec --saveEngine`, export/tensorrt.py's names): the
-# bundle is still the exported one when only these differ from what its manifest hashed.
-BUILT_IN_PLACE = ("model.engine", "timing.cache")
+# Files a TensorRT bundle gains where it runs (`trtexec --saveEngine`): the bundle is still the exported one
+# when only these differ from what its manifest hashed.
+BUILT_IN_PLACE = (ENGINE_FILE, CACHE_FILE)
 
 
 def verified_manifest(artifact: Path) -> Manifest | None:
@@ -106,7 +107,7 @@ def _matches(artifact: Path, sha256: str) -> bool:
         return sha256_file(artifact) == sha256
     if _dir_digest(artifact) == sha256:
         return True
-    return (artifact / "plan.json").is_file() and _dir_digest(artifact, skip=BUILT_IN_PLACE) == sha256
+    return (artifact / PLAN_FILE).is_file() and _dir_digest(artifact, skip=BUILT_IN_PLACE) == sha256
 
 
 def _size(path: Path) -> int:

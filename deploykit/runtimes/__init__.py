@@ -125,7 +125,7 @@ def _load_coreml(path: Path, device: "Device") -> Runnable:
 
 
 def _load_tensorrt(path: Path, device: "Device") -> Runnable:
-    from deploykit.export.tensorrt import ENGINE_FILE
+    from deploykit.core.tensorrt_plan import ENGINE_FILE
     from deploykit.runtimes.tensorrt import TensorRTModel
 
     model = TensorRTModel(path / ENGINE_FILE if path.is_dir() else path)
@@ -176,7 +176,7 @@ def _coreml_unavailable() -> str | None:
 
 
 def _tensorrt_unavailable() -> str | None:
-    from deploykit.export.tensorrt import engine_unavailable
+    from deploykit.runtimes.tensorrt import engine_unavailable
 
     return engine_unavailable()
 

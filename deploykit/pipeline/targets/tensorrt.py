@@ -31,7 +31,8 @@ class TensorRTOptions:
 @register_target("tensorrt", ".trt", options=OPTIONS,
                  variant=lambda options: precision_tag(tensorrt_options(options).precision, "fp16"))
 def build_tensorrt(ctx: ExportContext, staged: Path) -> TargetBuild:
-    from deploykit.export.tensorrt import PLAN_FILE, engine_unavailable
+    from deploykit.core.tensorrt_plan import PLAN_FILE
+    from deploykit.runtimes.tensorrt import engine_unavailable
 
     opts = tensorrt_options(ctx.options)
     reason = engine_unavailable()
@@ -76,7 +77,7 @@ def write_onnx(ctx: ExportContext, staged: Path, opts: TensorRTOptions) -> Targe
 
     from deploykit.export.onnx import DEFAULT_OPSET, count_ops, export_onnx
     from deploykit.export.onnx_fp16 import convert_to_fp16
-    from deploykit.export.tensorrt import ONNX_FILE
+    from deploykit.core.tensorrt_plan import ONNX_FILE
     from deploykit.runtimes.onnxruntime import OrtModel
 
     path, opset = staged / ONNX_FILE, ctx.options.get("opset", DEFAULT_OPSET)
@@ -113,7 +114,7 @@ def _write_int8_onnx(ctx: ExportContext, path: Path) -> TargetBuild:
 
 
 def _plan(ctx: ExportContext, staged: Path, opts: TensorRTOptions):
-    from deploykit.export.tensorrt import DEFAULT_WORKSPACE_MIB, ONNX_FILE, BuildPlan
+    from deploykit.core.tensorrt_plan import DEFAULT_WORKSPACE_MIB, ONNX_FILE, BuildPlan
 
     return BuildPlan(precision=opts.precision, workspace_mib=opts.workspace or DEFAULT_WORKSPACE_MIB,
                      onnx_sha256=sha256_file(staged / ONNX_FILE),
@@ -133,7 +134,7 @@ def _explain_no_engine(build: TargetBuild, directory: str, plan, reason: str) ->
 def _build_and_run_engine(ctx: ExportContext, staged: Path, plan, build: TargetBuild) -> None:
     import torch
 
-    from deploykit.export.tensorrt import build_engine
+    from deploykit.runtimes.tensorrt import build_engine
     from deploykit.profile.latency import measure_side_by_side
     from deploykit.runtimes.tensorrt import TensorRTModel
 
