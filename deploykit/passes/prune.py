@@ -55,7 +55,7 @@ MAX_RATIO = 0.95  # a target-MACs search never asks for more
 @dataclass(frozen=True)
 class PruneConfig:
     """`ratio`: fraction of each prunable group's channels to remove; or `target_macs`: the largest MAC
-    count (deploykit.profile.cost, at `input_size`) allowed, reached with the smallest uniform ratio.
+    count (deploykit.profile.count_cost, at `input_size`) allowed, reached with the smallest uniform ratio.
     `ignore`: module names (or prefixes) whose output channels stay. `input_size` builds the tracing input
     of the registered pass."""
 
@@ -130,9 +130,9 @@ def _prune_to_macs(model: nn.Module, example_input: torch.Tensor, config: PruneC
 
 
 def _macs(model: nn.Module, size: tuple[int, int]) -> int:
-    from deploykit.profile.cost import cost  # a static count (shapes only), the one MAC definition we use
+    from deploykit.profile.cost import count_cost  # a static count (shapes only), the one MAC definition we use
 
-    return cost(model, size).macs
+    return count_cost(model, size).macs
 
 
 def _prune_copy(model: nn.Module, example_input: torch.Tensor, config: PruneConfig, ratio: float,

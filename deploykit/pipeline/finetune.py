@@ -151,8 +151,7 @@ def _pixels(path: Path, preprocess, limit: int | None, seed: int, progress):
 
 
 def _evaluate(model: nn.Module, request: FinetuneRequest, preprocess, progress) -> float:
-    from deploykit.pipeline.evaluate import resolve_data
-    from deploykit.profile.accuracy import evaluate
+    from deploykit.pipeline.evaluate import evaluate, resolve_data
 
     model = model.eval().to(memory_format=torch.contiguous_format)
 

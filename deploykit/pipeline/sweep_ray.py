@@ -139,7 +139,7 @@ class DeviceActor:
         self.key, self.tracker, self.runners = key, ray.get_actor(tracker), {}
 
     def _runner(self, device: Device):
-        from deploykit.pipeline.profile import reach_device
+        from deploykit.pipeline.runners import reach_device
 
         if device.name not in self.runners:
             self.runners[device.name] = reach_device(device)

@@ -50,6 +50,38 @@ def names() -> list[str]:
     return sorted(_LOADERS)
 
 
+def onnx_input_shape(path: Path) -> list[int | None]:
+    """The declared NCHW input shape of an ONNX file (None for a dynamic dimension), read from the graph
+    without loading its weights: the graph itself is the truth about its batch and size."""
+    import onnx
+
+    dims = onnx.load(str(path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim
+    return [d.dim_value if d.HasField("dim_value") else None for d in dims]
+
+
+def predictor(runnable: Runnable) -> Callable[[np.ndarray], np.ndarray]:
+    """`runnable.run` for batches of any size: sliced to its static batch when it has one."""
+    static = runnable.static_batch
+    return fixed_batch(runnable.run, static) if static else runnable.run
+
+
+def fixed_batch(run: Callable[[np.ndarray], np.ndarray], size: int) -> Callable[[np.ndarray], np.ndarray]:
+    """Feed a graph with a static batch dimension: run slices of exactly `size`, padding the last one
+    with zeros and dropping the padded rows' outputs."""
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        outputs = []
+        for start in range(0, len(batch), size):
+            chunk = batch[start:start + size]
+            pad = size - len(chunk)
+            if pad:
+                chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
+            outputs.append(run(chunk)[:size - pad])
+        return np.concatenate(outputs)
+
+    return predict
+
+
 class Adapted:
     """A backend's model behind the common interface; `precision_used` is read back on first access, after
     loading (so it does not count towards the load time)."""
@@ -71,9 +103,7 @@ def _load_onnxruntime(path: Path, device: "Device") -> Runnable:
 
     # 0 threads: ONNX Runtime's own default; spinning pool as deployed (latency.py times in blocks).
     model = OrtModel(path, threads=device.threads or 0)
-    first = model.session.get_inputs()[0].shape[0]
-    return Adapted(model, model.version, first if isinstance(first, int) else None,
-                   lambda: _ort_precision(model, path))
+    return Adapted(model, model.version, model.static_batch, lambda: _ort_precision(model, path))
 
 
 def _ort_precision(model, path: Path) -> str:

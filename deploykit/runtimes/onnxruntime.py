@@ -36,6 +36,8 @@ class OrtModel:
         except Exception as exc:  # noqa: BLE001 - ORT raises several private exception types
             raise DeployKitError(f"ONNX Runtime cannot load {path}: {exc}") from exc
         self.input_name = self.session.get_inputs()[0].name
+        self.input_shape = list(self.session.get_inputs()[0].shape)  # ints, or names for dynamic dims
+        self.static_batch = self.input_shape[0] if isinstance(self.input_shape[0], int) else None
         self.version = ort.__version__
 
     def run(self, batch: np.ndarray) -> np.ndarray:
