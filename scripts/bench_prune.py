@@ -40,7 +40,8 @@ from deploykit.profile.cost import count_cost as cost
 from deploykit.profile.latency import measure_side_by_side
 from deploykit.runtimes.onnxruntime import OrtModel
 from deploykit.training import TrainConfig
-from deploykit.zoo.structure import build_model, read_metadata
+from deploykit.pipeline.weights import build_model
+from deploykit.zoo.structure import read_metadata
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a plain script from anywhere
 from scripts.bench_md import machine, update_section  # noqa: E402
 

@@ -33,7 +33,7 @@ def prune(
     from deploykit.passes.prune import PruneConfig
     from deploykit.pipeline.prune_chain import prune_to_file
     from deploykit.profile.cost import count_cost
-    from deploykit.zoo.structure import build_model
+    from deploykit.pipeline.weights import build_model
 
     if (ratio is None) == (macs_fraction is None):
         raise DeployKitError("give exactly one of --ratio and --macs-fraction", fix="e.g. --ratio 0.3")

@@ -234,12 +234,9 @@ def zoo_evaluable(name: str, weights: Path | None, *, threads: int) -> Evaluable
 def load_zoo_model(name: str, weights: Path | None):
     """(model, where its weights came from, warnings): `weights` in any checkpoint layout the zoo knows for
     the family, else the zoo's released weights, else a random init; the same loader export uses."""
-    model = zoo.create(name)
-    if weights is not None:  # a pruned checkpoint stores its layer widths: thin the model first
-        from deploykit.zoo.structure import thin_to_checkpoint
+    from deploykit.pipeline.weights import load_model
 
-        thin_to_checkpoint(model, weights)
-    loaded = zoo.load_weights(name, model, weights)
+    loaded = load_model(name, weights)  # a pruned checkpoint is thinned to its stored layer widths first
     if loaded.path is None:
         warning = f"no weights for {name}: evaluating a random init (pass --weights)"
         return loaded.model, "random init", [warning]

@@ -25,8 +25,10 @@ from deploykit.core.publish import check_output_file
 from deploykit.data import open_dataset
 from deploykit.data.loader import sample_indices
 from deploykit.data.pixels import load_pixels
+from deploykit.pipeline.weights import build_model
 from deploykit.training import TrainConfig, TrainResult, train
-from deploykit.zoo.structure import STRUCTURE_KEY, apply_structure, build_model, describe_structure, read_metadata
+from deploykit.training.seeding import seeded
+from deploykit.zoo.structure import STRUCTURE_KEY, apply_structure, describe_structure, read_metadata
 
 PRUNE_KEY = "deploykit_prune"
 TRAINING_KEY = "deploykit_training"
@@ -71,9 +73,9 @@ def finetune(request: FinetuneRequest, progress: Callable[[dict], None] | None =
         return finished
     torch.set_num_threads(request.threads)  # the CLI process is ours; the count is an explicit argument
     entry = zoo.get(request.model)
-    torch.manual_seed(request.config.seed)  # a from-scratch init is part of the seeded run
-    model, metadata = load_student(request.model, request.weights)
-    teacher = load_teacher(request.model, request.teacher, request.weights, metadata)
+    with seeded(request.config.seed):  # a from-scratch init is part of the seeded run
+        model, metadata = load_student(request.model, request.weights)
+        teacher = load_teacher(request.model, request.teacher, request.weights, metadata)
     data = _pixels(resolve_data(request.data), entry.preprocess, request.limit, request.config.seed, progress)
     info = {"structure": metadata.get(STRUCTURE_KEY), "weights_sha256": _sha(request.weights),
             "teacher": None if teacher is None else teacher[1]}

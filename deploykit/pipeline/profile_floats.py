@@ -14,6 +14,7 @@ from deploykit.core.fsutil import sha256_file
 from deploykit.core.manifest import Manifest
 from deploykit.core.preprocess import Preprocess
 from deploykit.pipeline.profile_measure import Candidate, Progress
+from deploykit.pipeline.weights import load_weights
 from deploykit.profile.results import FLOAT_ORIGINAL, Cost, ProfileRow
 
 
@@ -36,7 +37,7 @@ def float_originals(candidates: list[Candidate], device: Device, progress: Progr
             progress(f"loading {manifest.model} float original", 0, 1)
             start = time.perf_counter()
             try:
-                loaded = zoo.load_weights(manifest.model, zoo.create(manifest.model, num_classes=classes), weights)
+                loaded = load_weights(manifest.model, zoo.create(manifest.model, num_classes=classes), weights)
             except DeployKitError as exc:  # not a zoo model (--model-from), or weights that no longer fit
                 candidate.row.notes.append(f"no float original: {exc.message}")
                 continue

@@ -55,7 +55,7 @@ def prune_for_export(name: str, model: nn.Module, parent_weights: Path | None, p
     report_stage(progress, "fine-tune (distilling from the unpruned model)")
     outcome = _finetune(name, pruned_file, request, Path(out_dir) / f"{stem}-ft.safetensors", progress)
     record["finetune"] = {**outcome.record, "weights": outcome.out.name, "sha256": sha256_file(outcome.out)}
-    from deploykit.zoo.structure import build_model
+    from deploykit.pipeline.weights import build_model
 
     return PrunedModel(build_model(name, outcome.out), outcome.out, record)
 

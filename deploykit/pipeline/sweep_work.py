@@ -129,11 +129,11 @@ def evaluate_reference(job: ReferenceJob) -> dict:
 
 def _reference_logits(job: ReferenceJob):
     from deploykit import zoo
+    from deploykit.pipeline.weights import load_weights
     from deploykit.runtimes.torch import TorchModel
 
     entry = zoo.get(job.model)
-    model = zoo.create(job.model, num_classes=job.num_classes)
-    loaded = zoo.load_weights(job.model, model, job.weights)
+    loaded = load_weights(job.model, zoo.create(job.model, num_classes=job.num_classes), job.weights)
     preprocess = entry.preprocess.with_size(job.input_size or entry.input_size)
     logits, labels = predict_all(TorchModel(loaded.model, threads=job.threads).run, job.data, preprocess)
     return logits, labels, preprocess

@@ -78,13 +78,14 @@ def create(name: str, num_classes: int | None = None, **kwargs):
     return model.eval()
 
 
-def load_weights(name: str, model, path: Path | None = None, *, pretrained: bool = True):
-    """`model` (from `create(name)`) with the weights at `path`, in any layout its entry lists, saved in
-    training or deploy form (a deploy-form checkpoint gives a new, deploy-form model); without a path, the
-    released weights when the zoo has them and `pretrained`, else a random init.
+def load_weights(name: str, model, path: Path | None = None, *, pretrained: bool = True, deploy_form=None):
+    """`model` (from `create(name)`) with the weights at `path`, in any layout its entry lists, in training
+    form (or in deploy form, given the function that builds it: `pipeline.weights.load_weights` passes the
+    reparameterize pass's); without a path, the released weights when the zoo has them and `pretrained`,
+    else a random init.
 
     Returns `weights.LoadedWeights(model, sha256 or "random-init", path, form, layout)`.
     """
     from deploykit.zoo.weights import load_weights as load
 
-    return load(get(name), model, path, pretrained=pretrained)
+    return load(get(name), model, path, pretrained=pretrained, deploy_form=deploy_form)
