@@ -80,17 +80,6 @@ class PruneConfig:
         object.__setattr__(self, "ignore", tuple(self.ignore))
 
 
-@register_pass("prune_channels", PruneConfig)
-def prune(model: nn.Module, config: PruneConfig) -> nn.Module:
-    """The registered pass: `prune_channels` traced with a zero batch of `config.input_size`."""
-    if config.importance == "taylor":
-        raise DeployKitError("taylor importance needs labelled images, which a pass has no access to",
-                             fix="call prune_channels(model, images, labels=..., importance='taylor')")
-    channels = _first_conv(model).in_channels
-    probe = torch.zeros(1, channels, config.input_size, config.input_size)
-    return prune_channels(model, probe, **_options(config))
-
-
 def _options(config: PruneConfig) -> dict:
     return {"ratio": config.ratio, "target_macs": config.target_macs, "importance": config.importance,
             "round_to": config.round_to, "ignore": config.ignore}
@@ -108,6 +97,17 @@ def prune_channels(model: nn.Module, example_input: torch.Tensor, *, ratio: floa
     if target_macs is None:
         return _prune_copy(model, example_input, config, ratio, labels)
     return _prune_to_macs(model, example_input, config, labels)
+
+
+@register_pass(PruneConfig, public=prune_channels)
+def _prune_step(model: nn.Module, config: PruneConfig) -> nn.Module:
+    """`prune_channels` as the runner calls it: traced with a zero batch of `config.input_size`."""
+    if config.importance == "taylor":
+        raise DeployKitError("taylor importance needs labelled images, which a pass has no access to",
+                             fix="call prune_channels(model, images, labels=..., importance='taylor')")
+    channels = _first_conv(model).in_channels
+    probe = torch.zeros(1, channels, config.input_size, config.input_size)
+    return prune_channels(model, probe, **_options(config))
 
 
 def _prune_to_macs(model: nn.Module, example_input: torch.Tensor, config: PruneConfig, labels) -> nn.Module:

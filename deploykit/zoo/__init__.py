@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -15,8 +14,8 @@ from deploykit.core.preprocess import Preprocess
 from deploykit.core.registry import Registry
 from deploykit.zoo.layouts import Layout
 
-# Families are imported on first use so `deploykit --help` stays instant.
-_FAMILIES = ("mobileone", "repvgg", "mobilenet", "vovnet", "resnet_cifar", "efficientnet_lite")
+# One module per family, imported by the registry on its first lookup (so `deploykit --help` stays instant).
+FAMILIES = ("mobileone", "repvgg", "mobilenet", "vovnet", "resnet_cifar", "efficientnet_lite")
 
 
 @dataclass(frozen=True)
@@ -38,7 +37,7 @@ class ModelEntry:
         return self.preprocess.input_size
 
 
-MODELS: Registry[ModelEntry] = Registry("model")
+MODELS: Registry[ModelEntry] = Registry("model", members=tuple(f"deploykit.zoo.{family}" for family in FAMILIES))
 
 
 def register_model(name: str, *, num_classes: int = 1000, preprocess: Preprocess | None = None,
@@ -56,18 +55,11 @@ def register_model(name: str, *, num_classes: int = 1000, preprocess: Preprocess
     return wrap
 
 
-def _load_families() -> None:
-    for family in _FAMILIES:
-        importlib.import_module(f"deploykit.zoo.{family}")
-
-
 def get(name: str) -> ModelEntry:
-    _load_families()
     return MODELS.get(name)
 
 
 def names() -> list[str]:
-    _load_families()
     return MODELS.names()
 
 
