@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deploykit.core.errors import DeployKitError
+from deploykit.core.errors import DeployKitError, import_backend
 from deploykit.passes.registry import register_pass
 
 Importance = Literal["l1", "l2", "bn_scale", "taylor"]
@@ -152,17 +152,8 @@ class PlannedGroup:
     remove: list[int]
 
 
-def _torch_pruning():
-    try:
-        import torch_pruning
-    except ImportError:
-        raise DeployKitError("channel pruning needs Torch-Pruning, which is not installed",
-                             fix='pip install "deploykit[prune]"') from None
-    return torch_pruning
-
-
 def dependency_graph(model: nn.Module, example_input: torch.Tensor):
-    tp = _torch_pruning()
+    tp = import_backend("torch_pruning", "prune", package="torch-pruning")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # its tracing notices (unwrapped parameters, ...) are noise here
         return tp.DependencyGraph().build_dependency(model, example_inputs=example_input)
@@ -214,7 +205,7 @@ def _lowest(importance: torch.Tensor, n: int) -> list[int]:
 
 
 def _importance(kind: str):
-    tp = _torch_pruning()
+    tp = import_backend("torch_pruning", "prune", package="torch-pruning")
     if kind == "bn_scale":
         return tp.importance.BNScaleImportance(normalizer=None)
     if kind == "taylor":

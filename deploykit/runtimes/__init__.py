@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Callable, Protocol
 
 import numpy as np
 
-from deploykit.core.errors import DeployKitError
+from deploykit.core.devices import DEFAULT_THREADS
+from deploykit.core.errors import DeployKitError, install_hint
 
 if TYPE_CHECKING:
     from deploykit.core.devices import Device
@@ -172,7 +173,7 @@ def _load_torch(path: Path, device: "Device") -> Runnable:
 def _load_litert(path: Path, device: "Device") -> Runnable:
     from deploykit.runtimes.litert import LiteRTModel
 
-    model = LiteRTModel(path, threads=device.threads or 2)
+    model = LiteRTModel(path, threads=device.threads or DEFAULT_THREADS)  # XNNPACK needs a count
     return Adapted(model, model.version, model.static_batch, lambda: model.precision_used)
 
 
@@ -190,12 +191,12 @@ def _manifest_precision(path: Path) -> str:
     return Manifest.read(manifest).precision if manifest.is_file() else "unknown"
 
 
-def _missing(module: str, extra: str) -> Callable[[], str | None]:
+def _missing(module: str, extra: str | None) -> Callable[[], str | None]:
     def check() -> str | None:
         import importlib.util
 
         found = importlib.util.find_spec(module) is not None
-        return None if found else f'{module} is not installed (pip install "deploykit[{extra}]")'
+        return None if found else f"{module} is not installed ({install_hint(module, extra)})"
     return check
 
 
@@ -221,7 +222,7 @@ _LOADERS: dict[str, Callable[[Path, "Device"], Runnable]] = {
     "executorch": _load_executorch,
 }
 _CHECKS: dict[str, Callable[[], str | None]] = {
-    "onnxruntime": _missing("onnxruntime", "onnx"),
+    "onnxruntime": _missing("onnxruntime", None),  # a dependency of deploykit itself
     "openvino": _missing("openvino", "openvino"),
     "coreml": _coreml_unavailable,
     "tensorrt": _tensorrt_unavailable,

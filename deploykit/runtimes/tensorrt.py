@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deploykit.core.errors import DeployKitError, missing_extra
+from deploykit.core.errors import DeployKitError, import_backend
 from deploykit.core.tensorrt_plan import BuildPlan
 
 
@@ -22,7 +22,7 @@ class TensorRTModel:
             raise DeployKitError(f"cannot run a TensorRT engine here: {reason}",
                                  fix='run on the machine with the GPU that built it, '
                                      'with pip install "deploykit[tensorrt]"')
-        trt = import_tensorrt()
+        trt = import_backend("tensorrt", "tensorrt")
         self.version = trt.__version__
         self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         self.engine = self._runtime.deserialize_cuda_engine(Path(engine_path).read_bytes())
@@ -58,14 +58,6 @@ class TensorRTModel:
         return next(iter(self.outputs.values())).float().cpu().numpy()
 
 
-def import_tensorrt():
-    try:
-        import tensorrt
-    except ImportError as exc:
-        raise missing_extra("tensorrt", "tensorrt") from exc
-    return tensorrt
-
-
 def engine_unavailable() -> str | None:
     """Why no engine can be built on this machine, or None when it can."""
     try:
@@ -82,7 +74,7 @@ def engine_unavailable() -> str | None:
 def build_engine(directory: Path, plan: BuildPlan) -> str:
     """Build `plan.engine` from `plan.onnx` in `directory`, reusing and updating its timing cache.
     Returns the TensorRT version."""
-    trt = import_tensorrt()
+    trt = import_backend("tensorrt", "tensorrt")
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
