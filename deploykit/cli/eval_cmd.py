@@ -105,6 +105,10 @@ def _floats(text: str | None, name: str) -> tuple[float, ...] | None:
 
 
 def _interpolation(name: str | None) -> str | None:
-    if name is not None and name not in ("bilinear", "bicubic", "nearest"):
-        raise DeployKitError(f"unknown interpolation {name!r}", fix="use bilinear, bicubic or nearest")
-    return name
+    """One of the interpolations `Preprocess` declares (its annotation is the list)."""
+    import typing
+
+    from deploykit.core.options import choice
+    from deploykit.core.preprocess import Preprocess
+
+    return choice(name, typing.get_type_hints(Preprocess)["interpolation"], option="interpolation", what="eval")
