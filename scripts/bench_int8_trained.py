@@ -27,7 +27,7 @@ from deploykit.data import open_dataset
 from deploykit.data.calibration import CalibrationConfig, open_calibration
 from deploykit.export.quantize import Int8Quantizer, QuantizeConfig, prepare_for_quantization
 from deploykit.pipeline.export import ExportRequest, export
-from deploykit.profile.accuracy import evaluate
+from deploykit.pipeline.evaluate import evaluate
 from deploykit.runtimes.onnxruntime import OrtModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a plain script from anywhere

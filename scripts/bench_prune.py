@@ -35,12 +35,13 @@ from deploykit.passes import fold_bn, reparameterize
 from deploykit.passes.prune import PruneConfig
 from deploykit.pipeline.finetune import FLOAT_TEACHER, TRAINING_KEY, FinetuneRequest, finetune
 from deploykit.pipeline.prune_chain import prune_to_file
-from deploykit.profile.accuracy import evaluate
-from deploykit.profile.cost import cost
+from deploykit.pipeline.evaluate import evaluate
+from deploykit.profile.cost import count_cost as cost
 from deploykit.profile.latency import measure_side_by_side
 from deploykit.runtimes.onnxruntime import OrtModel
 from deploykit.training import TrainConfig
-from deploykit.zoo.structure import build_model, read_metadata
+from deploykit.pipeline.weights import build_model
+from deploykit.zoo.structure import read_metadata
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a plain script from anywhere
 from scripts.bench_md import machine, update_section  # noqa: E402
 

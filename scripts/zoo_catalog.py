@@ -8,7 +8,8 @@ from __future__ import annotations
 import json
 
 from deploykit.core.fsutil import write_text_atomic
-from deploykit.zoo.catalog import CATALOG, build_catalog
+from deploykit.pipeline.zoo_cost import build_catalog
+from deploykit.zoo.catalog import CATALOG
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from deploykit import zoo
 from deploykit.core.fsutil import write_text_atomic
-from deploykit.profile.cost import PaperComparison, compare_to_paper
+from deploykit.pipeline.zoo_cost import PaperComparison, compare_to_paper
 
 HEADER = ("| model | params ours (M) | params paper (M) | Δ% | MACs ours (M) | MACs paper (M) | Δ% "
           "| memory access (M) |")

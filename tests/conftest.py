@@ -9,8 +9,6 @@ import pytest
 import torch
 from torch import nn
 
-torch.set_num_threads(2)
-
 DATA_DIR = Path(os.environ.get("DEPLOYKIT_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))
 
 
@@ -79,6 +77,18 @@ def _measure_bn_statistics(model: nn.Module, batch: torch.Tensor) -> None:
     for bn in bns:
         bn.momentum = 0.1
     model.eval()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def default_threads():
+    """The thread count deploykit's runs default to, for the session, and the process's own back after it:
+    set by a fixture, not as a side effect of importing this file."""
+    from deploykit.core.devices import DEFAULT_THREADS
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(DEFAULT_THREADS)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 import numpy as np
 
 from deploykit.agent.wire import ELAPSED_HEADER, NPY_TYPE, npy_array, npy_bytes, pack_directory
-from deploykit.core.errors import DeployKitError, missing_extra
+from deploykit.core.errors import DeployKitError, import_backend
 from deploykit.core.fsutil import sha256_file
 from deploykit.core.manifest import manifest_path
 from deploykit.profile.latency import LatencyStats
@@ -42,10 +42,7 @@ class AgentClient:
     def __init__(self, url: str, token: str | None, *, token_env: str | None = None, device: str = "",
                  timeout_s: float = REQUEST_TIMEOUT_S, retries: int | None = None,
                  backoff_s: float | None = None, verify: bool | ssl.SSLContext = True) -> None:
-        try:
-            import httpx
-        except ImportError as exc:
-            raise missing_extra("httpx", "agent") from exc
+        httpx = import_backend("httpx", "agent")
         self.url, self.token_env, self.device = url.rstrip("/"), token_env, device
         self.retries = RETRIES if retries is None else retries
         self.backoff_s = BACKOFF_S if backoff_s is None else backoff_s
@@ -203,7 +200,7 @@ def wire_form(path: Path) -> Iterator[tuple[Path, str]]:
         return
     if not path.is_dir():
         raise DeployKitError(f"artifact not found: {path}", fix="pass the path of an exported artifact")
-    from deploykit.export.tensorrt import CACHE_FILE, ENGINE_FILE, PLAN_FILE
+    from deploykit.core.tensorrt_plan import CACHE_FILE, ENGINE_FILE, PLAN_FILE
 
     exclude = (ENGINE_FILE, CACHE_FILE) if (path / PLAN_FILE).is_file() else ()
     with tempfile.TemporaryDirectory(prefix="deploykit-wire-") as tmp:

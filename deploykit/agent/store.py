@@ -153,7 +153,7 @@ class ArtifactStore:
     def runnable_path(self, stored: StoredArtifact, runtime: str) -> Path:
         """The path a runtime loads: a TensorRT bundle gets an engine built here (once); other runtimes
         given a bundle run the ONNX inside it."""
-        from deploykit.export.tensorrt import ONNX_FILE
+        from deploykit.core.tensorrt_plan import ONNX_FILE
 
         if runtime == "tensorrt":
             if stored.kind != "tensorrt":
@@ -162,7 +162,8 @@ class ArtifactStore:
         return stored.path / ONNX_FILE if stored.kind == "tensorrt" else stored.path
 
     def _engine_bundle(self, stored: StoredArtifact) -> Path:
-        from deploykit.export.tensorrt import ENGINE_FILE, ONNX_FILE, PLAN_FILE, build_engine
+        from deploykit.core.tensorrt_plan import ENGINE_FILE, ONNX_FILE, PLAN_FILE
+        from deploykit.runtimes.tensorrt import build_engine
 
         bundle = self.engines / stored.sha256 / KIND_NAMES["tensorrt"]
         if (bundle / ENGINE_FILE).is_file():
@@ -258,7 +259,7 @@ def _check_manifest(path: Path) -> None:
 def _checked_plan(bundle: Path):
     """The bundle's build plan with file names fixed to ours (a plan's names never become paths here)."""
     from deploykit.core.fsutil import sha256_file
-    from deploykit.export.tensorrt import CACHE_FILE, ENGINE_FILE, ONNX_FILE, PLAN_FILE, BuildPlan
+    from deploykit.core.tensorrt_plan import CACHE_FILE, ENGINE_FILE, ONNX_FILE, PLAN_FILE, BuildPlan
 
     try:
         plan = BuildPlan.read(bundle / PLAN_FILE)

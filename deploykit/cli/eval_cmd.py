@@ -10,6 +10,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from deploykit.cli.app import command, console, err_console
+from deploykit.core.devices import DEFAULT_THREADS
 from deploykit.core.errors import DeployKitError
 
 _OUTSIDE = "ONNX without a manifest only:"
@@ -26,7 +27,7 @@ def eval(  # noqa: A001 - the command is `deploykit eval`; typer names it after 
     seed: int = typer.Option(0, help="seed choosing the --limit subset"),
     batch_size: int = typer.Option(32, min=1, help="images per batch (static-batch ONNX is fed its own size)"),
     as_json: bool = typer.Option(False, "--json", help='print {"top1", "top5", "n"} with fractions in [0, 1]'),
-    threads: int = typer.Option(2, min=1, help="runtime threads (and image-decoding threads)"),
+    threads: int = typer.Option(DEFAULT_THREADS, min=1, help="runtime threads (and image-decoding threads)"),
     size: Optional[int] = typer.Option(None, min=1, help=f"{_OUTSIDE} input size (default: from the graph)"),
     resize: Optional[int] = typer.Option(None, min=1, help=f"{_OUTSIDE} resize the short side first"),
     interpolation: Optional[str] = typer.Option(None, help=f"{_OUTSIDE} bilinear, bicubic or nearest"),
@@ -104,6 +105,10 @@ def _floats(text: str | None, name: str) -> tuple[float, ...] | None:
 
 
 def _interpolation(name: str | None) -> str | None:
-    if name is not None and name not in ("bilinear", "bicubic", "nearest"):
-        raise DeployKitError(f"unknown interpolation {name!r}", fix="use bilinear, bicubic or nearest")
-    return name
+    """One of the interpolations `Preprocess` declares (its annotation is the list)."""
+    import typing
+
+    from deploykit.core.options import choice
+    from deploykit.core.preprocess import Preprocess
+
+    return choice(name, typing.get_type_hints(Preprocess)["interpolation"], option="interpolation", what="eval")

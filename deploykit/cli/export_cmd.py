@@ -6,106 +6,107 @@ import dataclasses
 from pathlib import Path
 from typing import Optional
 
-import typer
 from rich.markup import escape
 
 from deploykit.cli.app import command, console, plural
+from deploykit.cli.options import argument, given, option, takes, values_for
+from deploykit.core.devices import DEFAULT_THREADS
+
+
+MODEL, OUTPUT, TARGET, INT8, COREML, TENSORRT, PRUNING = (
+    "Model and weights", "Output", "Target", "int8 (onnx, litert, executorch)", "Core ML", "TensorRT",
+    "Pruning (before export)")
+OPTIONS = (
+    argument("model", Optional[str], None, "zoo model name (see `deploykit models`), timm/NAME (timm's model code, "
+             "the `timm` extra); or --model-from"),
+    option("model_from", Optional[str], None, "your model: package.module:factory returning an nn.Module (its "
+           "code is run)", panel=MODEL),
+    option("weights", Optional[Path], None, ".pth/.pt/.th (weights-only) or .safetensors; default: the zoo's "
+           "released ones", panel=MODEL),
+    option("random_init", bool, False, "a random init even where the zoo has weights", panel=MODEL,
+           flags=("--random-init",)),
+    option("num_classes", Optional[int], None, "classifier outputs (default: the model's)", panel=MODEL, min=1),
+    option("input_size", Optional[int], None, "input resolution (default: the model's)", panel=MODEL),
+    option("target", str, "onnx", "onnx, coreml, tensorrt, litert or executorch", panel=TARGET),
+    option("precision", Optional[str], None, "fp32, fp16 or int8; default fp32 (onnx, litert, executorch), fp16 "
+           "(coreml, tensorrt)", panel=TARGET, to="options"),
+    option("batch", int, 1, "static batch of the graph", panel=TARGET, min=1),
+    option("dynamic_batch", bool, False, "onnx fp32: a free batch axis (profiled at every --batch)", panel=TARGET,
+           to="options", flags=("--dynamic-batch",)),
+    option("opset", int, 17, "ONNX opset", panel=TARGET, to="options", min=7),
+    option("threads", int, DEFAULT_THREADS, "runtime threads for the parity run", panel=TARGET, to="options", min=1),
+    option("calib", Optional[Path], None, "images for int8 ranges and the fp16 range scan, or a name under the shared "
+           "data folder (cifar10/train)", panel=TARGET, to="options"),
+    option("out_dir", Path, Path("artifacts"), "output directory", panel=OUTPUT, flags=("--out",)),
+    option("force", bool, False, "replace an artifact of another export at the same name", panel=OUTPUT,
+           flags=("--force",)),
+    option("require_folded", bool, False, "fail (writing nothing) when a branch sum or BN stays unfolded",
+           panel=OUTPUT, flags=("--require-folded",)),
+    option("verbose", bool, False, "print what reparameterize folded and left", panel=OUTPUT, to="show",
+           flags=("-v", "--verbose")),
+    option("int8", bool, False, "int8 calibrated on --calib, chosen by measured accuracy (MODEL.int8.*)",
+           panel=INT8, to="options", flags=("--int8",)),
+    option("device", Optional[str], None, "devices/NAME.yaml int8 is laid out and timed for (default host-cpu-ort)",
+           panel=INT8, to="options"),
+    option("require_faster", bool, False, "fail unless int8 is measured faster than float", panel=INT8,
+           to="options", flags=("--require-faster",)),
+    option("calib_size", Optional[int], None, "images drawn, a third held out to score (default 512)", panel=INT8,
+           to="options", min=1),
+    option("calib_split", Optional[int], None, "calibrate within the first N (eval --exclude-calib: the rest)",
+           panel=INT8, to="options", min=1),
+    option("calib_method", Optional[str], None, "minmax, entropy, percentile or auto (default: the best)",
+           panel=INT8, to="options"),
+    option("per_channel", Optional[str], None, "weight scales per channel: auto (default), on, off", panel=INT8,
+           to="options"),
+    option("accuracy_budget", Optional[float], None, "top-1 points int8 may lose (default 1.0)", panel=INT8,
+           to="options"),
+    option("compute_units", Optional[str], None, "all (default), cpu_and_ne, cpu_and_gpu, cpu_only", panel=COREML,
+           to="options"),
+    option("image_input", bool, False, "an image input, preprocessing baked in", panel=COREML, to="options",
+           flags=("--image-input",)),
+    option("weights_int8", bool, False, "weight-only int8 (no data needed)", panel=COREML, to="options",
+           flags=("--weights-int8",)),
+    option("workspace", Optional[int], None, "builder workspace in MiB (default 1024)", panel=TENSORRT,
+           to="options", min=1),
+    option("require_engine", bool, False, "fail unless an engine is built here", panel=TENSORRT, to="options",
+           flags=("--require-engine",)),
+    option("prune", Optional[float], None, "remove this fraction of each prunable layer group's channels",
+           panel=PRUNING, to="prune", min=0.0, max=0.99),
+    option("prune_importance", str, "l1", "l1, l2, bn_scale, taylor (needs --finetune-data)", panel=PRUNING,
+           to="prune"),
+    option("finetune_data", Optional[Path], None, "then fine-tune here, distilling from the float model",
+           panel=PRUNING, to="prune"),
+    option("finetune_epochs", int, 3, "fine-tune epochs (rerun to resume)", panel=PRUNING, to="prune", min=1),
+    option("finetune_lr", float, 0.02, "peak OneCycle learning rate", panel=PRUNING, to="prune", min=0.0),
+)
 
 
 @command
-def export(
-    model: Optional[str] = typer.Argument(None, help="zoo model name (see `deploykit models`), timm/NAME (timm's "
-                                          "model code, the `timm` extra); or --model-from"),
-    model_from: Optional[str] = typer.Option(None, "--model-from", help="your own model: package.module:factory, "
-                                             "a callable returning an nn.Module (its code is imported and run)"),
-    verbose: bool = typer.Option(False, "-v", "--verbose", help="print what reparameterize folded and left"),
-    require_folded: bool = typer.Option(False, "--require-folded", help="fail, writing nothing, when a multi-branch "
-                                        "sum or a BatchNorm is left unfolded (for CI)"),
-    target: str = typer.Option("onnx", help="export target"),
-    weights: Optional[Path] = typer.Option(None, help=".pth/.pt/.th (loaded weights-only) or .safetensors; "
-                                                  "default: the zoo's released weights, if it has them"),
-    random_init: bool = typer.Option(False, "--random-init",
-                                     help="export a random init even where the zoo has released weights"),
-    out: Path = typer.Option(Path("artifacts"), help="output directory"),
-    force: bool = typer.Option(False, "--force", help="replace an artifact of the same name made by a different "
-                                                      "export (a rerun of the same export replaces it anyway)"),
-    input_size: Optional[int] = typer.Option(None, help="input resolution (default: the model's own)"),
-    batch: int = typer.Option(1, min=1, help="static batch size of the exported graph"),
-    dynamic_batch: bool = typer.Option(False, "--dynamic-batch", help="onnx (fp32): leave the batch axis free, "
-                                       "so one artifact is profiled at every --batch"),
-    opset: int = typer.Option(17, min=7, help="ONNX opset"),
-    num_classes: Optional[int] = typer.Option(None, min=1, help="classifier outputs (default: the model's)"),
-    threads: int = typer.Option(2, min=1, help="runtime threads for the parity run"),
-    precision: Optional[str] = typer.Option(None, help="onnx: fp32 (default), fp16, int8 (= --int8); coreml: fp16 "
-                                                       "(default), fp32, int8 (W8A8, needs --calib, macOS); "
-                                                       "tensorrt: fp16 (default), fp32, int8 (needs --calib); "
-                                                       "litert, executorch: fp32 (default), int8 (= --int8)"),
-    compute_units: Optional[str] = typer.Option(None, help="coreml: all (default), cpu_and_ne, cpu_and_gpu, "
-                                                           "cpu_only"),
-    image_input: bool = typer.Option(False, "--image-input", help="coreml: take an image, preprocessing baked in"),
-    weights_int8: bool = typer.Option(False, "--weights-int8", help="coreml: weight-only int8 (no data needed)"),
-    calib: Optional[Path] = typer.Option(None, help="calibration images (coreml/tensorrt: the fp16 range scan; "
-                                                    "coreml int8, onnx --int8: activation ranges), or a name "
-                                                    "under the shared data folder, e.g. cifar10/train"),
-    int8: bool = typer.Option(False, "--int8", help="onnx: int8 QDQ ONNX calibrated on --calib, chosen by "
-                                                    "measured accuracy (writes MODEL.int8.onnx); litert, "
-                                                    "executorch: PT2E int8 under the same rules"),
-    device: Optional[str] = typer.Option(None, help="onnx int8: the device (devices/NAME.yaml) it is laid out for "
-                                                    "and timed on against float (default host-cpu-ort; litert, "
-                                                    "executorch: host-cpu-litert, host-cpu-executorch)"),
-    require_faster: bool = typer.Option(False, "--require-faster", help="onnx int8: fail, writing nothing, unless "
-                                        "int8 is measured faster than float on the device"),
-    calib_size: Optional[int] = typer.Option(None, min=1, help="--int8: calibration images drawn, a third held "
-                                                               "out for scoring (default 512)"),
-    calib_split: Optional[int] = typer.Option(None, min=1, help="--int8: calibrate within the first N of a "
-                                              "seeded shuffle of --calib; the rest stays for `deploykit eval "
-                                              "--exclude-calib`"),
-    calib_method: Optional[str] = typer.Option(None, help="--int8: minmax, entropy, percentile or auto (default: "
-                                                          "try all, keep the best on held-out images)"),
-    per_channel: Optional[str] = typer.Option(None, help="--int8: weight scales per channel: auto (default), on, off"),
-    accuracy_budget: Optional[float] = typer.Option(None, help="--int8: top-1 points int8 may lose on the held-out "
-                                                               "images (default 1.0); more sensitive layers stay "
-                                                               "float until it fits"),
-    workspace: Optional[int] = typer.Option(None, min=1, help="tensorrt: builder workspace in MiB (default 1024)"),
-    require_engine: bool = typer.Option(False, "--require-engine",
-                                        help="tensorrt: fail, writing nothing, unless an engine is built here"),
-    prune: Optional[float] = typer.Option(None, min=0.0, max=0.99, help="first remove this fraction of the "
-                                          "channels of every prunable layer group (structured pruning)"),
-    prune_importance: str = typer.Option("l1", help="with --prune: l1, l2, bn_scale or taylor (taylor needs "
-                                                    "--finetune-data)"),
-    finetune_data: Optional[Path] = typer.Option(None, help="with --prune: fine-tune on these labelled images, "
-                                                            "distilling from the unpruned float model"),
-    finetune_epochs: int = typer.Option(3, min=1, help="with --finetune-data: epochs (rerun to resume)"),
-    finetune_lr: float = typer.Option(0.02, min=0.0, help="with --finetune-data: peak OneCycle learning rate"),
-) -> None:
-    """Export MODEL to TARGET with a manifest, after checking the artifact against the float model."""
-    from deploykit.pipeline.export import ExportRequest, export as run_export
-
-    request = ExportRequest(model=model, target=target, weights=weights, out_dir=out, input_size=input_size,
-                            batch=batch, num_classes=num_classes,
-                            random_init=random_init, model_from=model_from,
-                            options={"opset": opset, "threads": threads, **_set_only(
-                                precision=precision, compute_units=compute_units, image_input=image_input,
-                                weights_int8=weights_int8, calib=calib, workspace=workspace,
-                                require_engine=require_engine, int8=int8, calib_size=calib_size,
-                                calib_split=calib_split, calib_method=calib_method, per_channel=per_channel,
-                                accuracy_budget=accuracy_budget, dynamic_batch=dynamic_batch, device=device,
-                                require_faster=require_faster)},
-                            prune=_prune_request(prune, prune_importance, finetune_data, finetune_epochs,
-                                                 finetune_lr, threads), require_folded=require_folded, force=force)
+@takes(OPTIONS)
+def export(**values) -> None:
+    """Export MODEL to TARGET with a manifest, after checking the artifact against the float model.
+    Options of other targets are refused."""
     from deploykit.cli.progress import ProgressDisplay
+    from deploykit.cli.reparam_table import print_fold_summary, print_reparam_report
+    from deploykit.pipeline.export import export as run_export
 
-    with ProgressDisplay(f"exporting {model or model_from} to {target}") as display:
+    request = export_request(values)
+    with ProgressDisplay(f"exporting {request.name} to {request.target}") as display:
         outcome = run_export(dataclasses.replace(request, progress=display.update))
     report(outcome)
     _report_pruning(outcome.manifest.extra.get("pruning"))
-    from deploykit.cli.reparam_table import print_fold_summary
-
-    print_fold_summary(outcome.manifest, verbose=verbose)
-    if verbose:
-        from deploykit.cli.reparam_table import print_reparam_report
-
+    print_fold_summary(outcome.manifest, verbose=values["verbose"])
+    if values["verbose"]:
         print_reparam_report(outcome.manifest)
+
+
+def export_request(values: dict):
+    """The ExportRequest the command line describes: request fields by name, target options as given."""
+    from deploykit.pipeline.export import ExportRequest
+
+    options = values_for(OPTIONS, values, "options")
+    return ExportRequest(**values_for(OPTIONS, values, "request"), options=given(options),
+                         prune=_prune_request(**values_for(OPTIONS, values, "prune"), threads=values["threads"]))
 
 
 def _report_pruning(record: dict | None) -> None:
@@ -122,10 +123,10 @@ def _report_pruning(record: dict | None) -> None:
                   "the pruned float model", highlight=False)
 
 
-def _prune_request(ratio, importance, data, epochs, lr, threads):
+def _prune_request(prune, prune_importance, finetune_data, finetune_epochs, finetune_lr, threads):
     """`--prune` and its fine-tune options as a PruneRequest (None without --prune)."""
-    if ratio is None:
-        if data is not None:
+    if prune is None:
+        if finetune_data is not None:
             from deploykit.core.errors import DeployKitError
 
             raise DeployKitError("--finetune-data needs --prune", fix="add e.g. --prune 0.3, or drop it")
@@ -134,13 +135,8 @@ def _prune_request(ratio, importance, data, epochs, lr, threads):
     from deploykit.pipeline.prune_chain import PruneRequest
     from deploykit.training import TrainConfig
 
-    return PruneRequest(PruneConfig(ratio=ratio, importance=importance), finetune_data=data,
-                        finetune=TrainConfig(epochs=epochs, lr=lr), threads=threads)
-
-
-def _set_only(**options) -> dict:
-    """Target options the user gave: the target rejects those that are not its own."""
-    return {key: value for key, value in options.items() if value is not None and value is not False}
+    return PruneRequest(PruneConfig(ratio=prune, importance=prune_importance), finetune_data=finetune_data,
+                        finetune=TrainConfig(epochs=finetune_epochs, lr=finetune_lr), threads=threads)
 
 
 def report(outcome) -> None:

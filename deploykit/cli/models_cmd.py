@@ -72,7 +72,7 @@ _COST_CAPTION = ("Δ: ours vs paper, green within 2% (or the paper's rounding). 
 
 
 def _cost_table(names: list[str]) -> Table:
-    from deploykit.profile.cost import compare_to_paper
+    from deploykit.pipeline.zoo_cost import compare_to_paper
 
     table = Table(title="deploykit zoo: deploy-form cost, batch 1, counts in millions", box=box.SIMPLE_HEAD,
                   pad_edge=False, collapse_padding=True, caption_justify="left")
@@ -99,7 +99,7 @@ def _cost_cells(row) -> list[str]:
 
 
 def _print_layers(name: str) -> None:
-    from deploykit.profile.cost import deploy_cost
+    from deploykit.pipeline.zoo_cost import deploy_cost
 
     with console.status(f"building {name} (deploy form)"):
         report = deploy_cost(name)
@@ -151,7 +151,7 @@ def _paper_millions(value: float | None) -> str:
 
 
 def _delta(delta_pct: float | None, paper: float | None) -> str:
-    from deploykit.profile.cost import paper_tolerance_pct
+    from deploykit.pipeline.zoo_cost import paper_tolerance_pct
 
     if delta_pct is None:
         return "-"

@@ -12,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from deploykit.cli.app import command, console, err_console
 from deploykit.core.errors import DeployKitError
 
+DEVICES, QUALITY, REPORT = "Devices and timing", "Accuracy and agreement", "Report"
 SUFFIX_FORMATS = {".md": "md", ".csv": "csv", ".json": "json", ".html": "html", ".htm": "html"}
 
 
@@ -20,19 +21,25 @@ def profile(
     artifacts: List[Path] = typer.Argument(..., metavar="ARTIFACT...", help="exported artifacts (.onnx, ...); "
                                            "the float original each descends from is found via its manifest"),
     device: List[str] = typer.Option(["host-cpu-ort"], "--device", "-d",
-                                     help="device profile: a name in devices/ or a YAML path; repeat for several"),
+                                     help="device profile: a name in devices/ or a YAML path; repeat for several",
+                                     rich_help_panel=DEVICES),
     data: Optional[Path] = typer.Option(None, help="images for accuracy and agreement (a folder, or a name under "
                                                    "the shared data folder, e.g. cifar10/test); without it, "
-                                                   "agreement is measured on a random probe"),
-    limit: Optional[int] = typer.Option(None, min=1, help="use a seeded random subset of N images"),
-    batch: Optional[str] = typer.Option(None, help="batch sizes to time, e.g. 1,8 (default: the device's)"),
-    runs: int = typer.Option(50, min=1, help="timed runs per batch size"),
-    warmup: int = typer.Option(5, min=0, help="untimed runs first (their total is the warm-up time)"),
+                                                   "agreement is measured on a random probe", rich_help_panel=QUALITY),
+    limit: Optional[int] = typer.Option(None, min=1, help="use a seeded random subset of N images",
+                                         rich_help_panel=QUALITY),
+    batch: Optional[str] = typer.Option(None, help="batch sizes to time, e.g. 1,8 (default: the device's)",
+                                       rich_help_panel=DEVICES),
+    runs: int = typer.Option(50, min=1, help="timed runs per batch size", rich_help_panel=DEVICES),
+    warmup: int = typer.Option(5, min=0, help="untimed runs first (their total is the warm-up time)",
+                                rich_help_panel=DEVICES),
     fmt: Optional[str] = typer.Option(None, "--format", help="md, csv, json or html (default: from --out's "
-                                                             "suffix, else md)"),
-    out: Optional[Path] = typer.Option(None, help="write the report here instead of printing it"),
+                                                             "suffix, else md)", rich_help_panel=REPORT),
+    out: Optional[Path] = typer.Option(None, help="write the report here instead of printing it",
+                                       rich_help_panel=REPORT),
     wide: bool = typer.Option(False, "--wide", help="md: every column (p90/p99, img/s, top-5, cosine, memory "
-                                                    "access, load and warm-up time); csv/json/html have them all"),
+                                                    "access, load and warm-up time); csv/json/html have them all",
+                              rich_help_panel=REPORT),
 ) -> None:
     """Measure ARTIFACTs and their float originals on --device: load and warm-up time, latency p50/p90/p99 and
     throughput per batch size, size, params/MACs/memory access, accuracy and agreement with the float

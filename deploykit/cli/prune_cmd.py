@@ -32,15 +32,15 @@ def prune(
     from deploykit.core.publish import check_output_file
     from deploykit.passes.prune import PruneConfig
     from deploykit.pipeline.prune_chain import prune_to_file
-    from deploykit.profile.cost import cost
-    from deploykit.zoo.structure import build_model
+    from deploykit.profile.cost import count_cost
+    from deploykit.pipeline.weights import build_model
 
     if (ratio is None) == (macs_fraction is None):
         raise DeployKitError("give exactly one of --ratio and --macs-fraction", fix="e.g. --ratio 0.3")
     check_output_file(out, ".safetensors")  # before the work: a .pth of safetensors bytes loads nowhere
     entry = zoo.get(model)
     float_model = build_model(model, weights, pretrained=True)
-    target = None if macs_fraction is None else int(macs_fraction * cost(float_model, entry.input_size).macs)
+    target = None if macs_fraction is None else int(macs_fraction * count_cost(float_model, entry.input_size).macs)
     config = PruneConfig(ratio=ratio, target_macs=target, importance=importance, round_to=round_to,
                          ignore=tuple(ignore or ()))
     parent = weights if weights is not None else _released(model)

@@ -52,6 +52,9 @@ COMPUTE_UNITS = {
 
 
 ADB_RUNTIMES = ("litert", "executorch")
+# Threads of a run on this host when nothing names them (eval, fine-tune, calibration, the int8 search): the
+# two cores deploykit's machines have. A device file's `threads:` is always explicit.
+DEFAULT_THREADS = 2
 
 
 @dataclass(frozen=True)
@@ -165,3 +168,8 @@ def _unknown_device(text: str, path: Path) -> DeployKitError:
     hint = f"did you mean {', '.join(close)}? " if close else ""
     return DeployKitError(f"unknown device {text!r} (no {path})",
                           fix=f"{hint}known devices: {', '.join(names) or 'none'}; or pass a path to a YAML file")
+
+
+def host_device(runtime: str, threads: int = DEFAULT_THREADS) -> Device:
+    """This machine, running `runtime` at its default precision: what `deploykit eval` runs an artifact on."""
+    return Device(runtime=runtime, location="local", threads=threads, name=f"host-cpu-{runtime}")

@@ -92,6 +92,19 @@ def _check_not_a_loop(link: os.DirEntry) -> None:
                              fix=f"remove the link {link.path}")
 
 
+def folder_digest(root: Path, *, skip: tuple[str, ...] = ()) -> str:
+    """sha256 of a folder: its sorted relative paths, each with its file's sha256. The one definition: a
+    folder artifact's manifest records it (`Manifest.finalize`) and cache keys use it (`content_digest`), so
+    the two can never drift apart. `skip`: relative paths left out (files a bundle gains where it runs)."""
+    return _folder_digest([f for f in _scan(Path(root)) if f[0] not in skip])
+
+
+def artifact_size(path: Path) -> int:
+    """Bytes of a file, or of every file under a folder artifact (.mlpackage, a TensorRT bundle)."""
+    path = Path(path)
+    return path.stat().st_size if path.is_file() else sum(st.st_size for _, _, st in _scan(path))
+
+
 def _folder_digest(files: list[ScannedFile]) -> str:
     digest = hashlib.sha256()
     for rel, path, _ in files:
@@ -130,4 +143,4 @@ def _write_memo(memo: Path, key: str, entry: dict) -> None:
         pass  # read-only cache: hashing again next time is correct, only slower
 
 
-__all__ = ["canonical_json", "content_digest", "sha256_json"]
+__all__ = ["artifact_size", "canonical_json", "content_digest", "folder_digest", "sha256_json"]

@@ -23,9 +23,25 @@ class ParityError(DeployKitError):
         super().__init__(message, fix=fix, exit_code=1)
 
 
-def missing_extra(package: str, extra: str) -> DeployKitError:
-    """The error for an optional backend that is not installed."""
-    return DeployKitError(
-        f"{package} is not installed",
-        fix=f'pip install "deploykit[{extra}]"',
-    )
+def install_hint(package: str, extra: str | None) -> str:
+    """The pip command that brings `package`: its deploykit extra, or (extra None) deploykit itself, which
+    depends on it. The one wording of it: errors and `runtimes.unavailable` both use it."""
+    if extra is None:
+        return f'pip install --force-reinstall "deploykit" ({package} is one of its own dependencies)'
+    return f'pip install "deploykit[{extra}]"'
+
+
+def missing_extra(package: str, extra: str | None) -> DeployKitError:
+    """The error for a backend that is not installed."""
+    return DeployKitError(f"{package} is not installed", fix=install_hint(package, extra))
+
+
+def import_backend(module: str, extra: str | None, *, package: str | None = None):
+    """`module` imported, or the error naming the pip command that installs it (`package`: its name on PyPI
+    when that differs). Backends are imported where they are used, never at start-up: this is how."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise missing_extra(package or module.split(".")[0], extra) from exc

@@ -8,8 +8,11 @@ import platform
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from deploykit.core.digest import artifact_size, folder_digest
 from deploykit.core.errors import DeployKitError
 from deploykit.core.fsutil import sha256_file, write_text_atomic
+from deploykit.core.preprocess import Preprocess
+from deploykit.core.tensorrt_plan import CACHE_FILE, ENGINE_FILE, PLAN_FILE
 
 MANIFEST_SUFFIX = ".manifest.json"
 TRACKED_TOOLS = ("deploykit", "torch", "onnx", "onnxruntime", "onnxsim", "openvino", "coremltools", "tensorrt",
@@ -54,9 +57,17 @@ class Manifest:
 
     def finalize(self, artifact_path: Path) -> "Manifest":
         """Record the artifact's hash and size (after it is complete)."""
-        self.sha256 = sha256_file(artifact_path) if artifact_path.is_file() else _dir_digest(artifact_path)
-        self.size_bytes = _size(artifact_path)
+        self.sha256 = sha256_file(artifact_path) if artifact_path.is_file() else folder_digest(artifact_path)
+        self.size_bytes = artifact_size(artifact_path)
         return self
+
+    def preprocessing(self) -> Preprocess:
+        """The preprocessing the artifact was exported with: every reader of a manifest gets it here."""
+        try:
+            return Preprocess.from_dict(self.preprocess)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise DeployKitError(f"cannot read {self.artifact}{MANIFEST_SUFFIX}: {exc}",
+                                 fix="re-export the artifact, or remove the manifest and pass options") from exc
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=False)
@@ -77,9 +88,9 @@ def manifest_path(artifact: Path) -> Path:
     return artifact.with_name(artifact.name + MANIFEST_SUFFIX)
 
 
-# Files a TensorRT bundle gains where it runs (`trtexec --saveEngine`, export/tensorrt.py's names): the
-# bundle is still the exported one when only these differ from what its manifest hashed.
-BUILT_IN_PLACE = ("model.engine", "timing.cache")
+# Files a TensorRT bundle gains where it runs (`trtexec --saveEngine`): the bundle is still the exported one
+# when only these differ from what its manifest hashed.
+BUILT_IN_PLACE = (ENGINE_FILE, CACHE_FILE)
 
 
 def verified_manifest(artifact: Path) -> Manifest | None:
@@ -104,22 +115,6 @@ def verified_manifest(artifact: Path) -> Manifest | None:
 def _matches(artifact: Path, sha256: str) -> bool:
     if artifact.is_file():
         return sha256_file(artifact) == sha256
-    if _dir_digest(artifact) == sha256:
+    if folder_digest(artifact) == sha256:
         return True
-    return (artifact / "plan.json").is_file() and _dir_digest(artifact, skip=BUILT_IN_PLACE) == sha256
-
-
-def _size(path: Path) -> int:
-    if path.is_file():
-        return path.stat().st_size
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-
-
-def _dir_digest(path: Path, skip: tuple[str, ...] = ()) -> str:
-    """A directory artifact (.mlpackage) hashes as its sorted relative paths and file hashes."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    for p in sorted(q for q in path.rglob("*") if q.is_file() and q.relative_to(path).as_posix() not in skip):
-        digest.update(f"{p.relative_to(path)}\0{sha256_file(p)}\n".encode())
-    return digest.hexdigest()
+    return (artifact / PLAN_FILE).is_file() and folder_digest(artifact, skip=BUILT_IN_PLACE) == sha256

@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from deploykit.core.config import ConfigNode, load_config
-from deploykit.core.recipe import DEFAULT_WEIGHTS, RANDOM_WEIGHTS, PassSpec, ProfileSpec, Thresholds, _lookup, resolved_data
+from deploykit.core.recipe import DEFAULT_WEIGHTS, RANDOM_WEIGHTS, PassSpec, ProfileSpec, _lookup, resolved_data
+from deploykit.core.thresholds import Thresholds
 
 AXES = ("model", "input_size", "prune", "precision", "target")
 PRECISIONS = ("fp32", "fp16", "int8")

@@ -11,6 +11,7 @@ from typing import Iterator
 
 import numpy as np
 
+from deploykit.core.devices import DEFAULT_THREADS
 from deploykit.core.errors import DeployKitError
 from deploykit.core.preprocess import Preprocess
 from deploykit.data.datasets import Dataset, Subset
@@ -40,7 +41,7 @@ def split(dataset: Dataset, n_first: int, seed: int = DEFAULT_SEED) -> tuple[Sub
 
 
 def batches(dataset: Dataset, preprocess: Preprocess, batch_size: int, *, limit: int | None = None,
-            seed: int = DEFAULT_SEED, workers: int = 2) -> Iterator[Batch]:
+            seed: int = DEFAULT_SEED, workers: int = DEFAULT_THREADS) -> Iterator[Batch]:
     """(NCHW float32 batch, int64 labels or None) over the (sub)set; the last batch may be short.
     One batch is decoded ahead while the caller runs the model on the current one."""
     if batch_size <= 0:

@@ -22,6 +22,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from deploykit.core.devices import DEFAULT_THREADS
 from deploykit.core.errors import DeployKitError
 from deploykit.core.fsutil import atomic_path
 from deploykit.core.preprocess import Preprocess
@@ -47,7 +48,7 @@ class PixelSet:
         return PixelSet(self.pixels[indices], self.labels[indices])
 
 
-def load_pixels(dataset: Dataset, preprocess: Preprocess, *, cache: Path | None = None, workers: int = 2,
+def load_pixels(dataset: Dataset, preprocess: Preprocess, *, cache: Path | None = None, workers: int = DEFAULT_THREADS,
                 progress: Progress | None = None) -> PixelSet:
     """All of `dataset` decoded (from the cache folder `cache` when it holds this dataset, else decoded now
     and stored there; `cache=None` never touches the disk)."""
@@ -63,7 +64,7 @@ def load_pixels(dataset: Dataset, preprocess: Preprocess, *, cache: Path | None 
     return pixel_set
 
 
-def cache_key(dataset: Dataset, preprocess: Preprocess, *, workers: int = 2) -> str:
+def cache_key(dataset: Dataset, preprocess: Preprocess, *, workers: int = DEFAULT_THREADS) -> str:
     """Full sha256 of every item's source and content (`Dataset.fingerprint`) and the preprocessing recipe."""
     digest = hashlib.sha256(json.dumps(preprocess.to_dict(), sort_keys=True).encode())
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="deploykit-hash") as pool:
@@ -72,7 +73,7 @@ def cache_key(dataset: Dataset, preprocess: Preprocess, *, workers: int = 2) -> 
     return digest.hexdigest()
 
 
-def decode_all(dataset: Dataset, preprocess: Preprocess, *, workers: int = 2,
+def decode_all(dataset: Dataset, preprocess: Preprocess, *, workers: int = DEFAULT_THREADS,
                progress: Progress | None = None) -> PixelSet:
     if len(dataset) == 0:
         raise DeployKitError("the training set is empty", fix="check the --data path")

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from deploykit.core.errors import DeployKitError, missing_extra
+from deploykit.core.errors import DeployKitError, import_backend
 from deploykit.core.preprocess import Preprocess
 
 COMPUTE_UNITS = ("all", "cpu_and_ne", "cpu_and_gpu", "cpu_only")
@@ -62,11 +62,7 @@ def import_coremltools():
 
     logging.getLogger("coremltools").addFilter(_drop_native_proxy_notices)
     logging.getLogger("coremltools").addFilter(drop_untested_version_notice)
-    try:
-        import coremltools
-    except ImportError as exc:
-        raise missing_extra("coremltools", "coreml") from exc
-    return coremltools
+    return import_backend("coremltools", "coreml")
 
 
 def convert_coreml(model: nn.Module, example: torch.Tensor, config: CoreMLConfig) -> CoreMLConversion:

@@ -1,7 +1,7 @@
 """Edits of a quantized (QDQ) graph that need to know the float graph it came from: which tensor of the
 quantized graph holds a float tensor's exact value, nodes reading their inputs unrounded, and model
 outputs kept float. Pure ONNX: shared by the quantizer (`export.quantize`) and the sensitivity ranking
-(`profile.sensitivity`).
+(`pipeline/targets/sensitivity.py`).
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ def require_eval(model: nn.Module, pass_name: str) -> None:
                              fix="call model.eval() first")
 
 
-@register_pass("fold_bn", FoldBNConfig)
+@register_pass(FoldBNConfig)
 def fold_bn(model: nn.Module, config: FoldBNConfig = FoldBNConfig()) -> nn.Module:
     """A copy of `model` where every Conv/Linear -> BatchNorm pair is one layer. Input untouched."""
     require_eval(model, "fold_bn")

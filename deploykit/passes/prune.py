@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deploykit.core.errors import DeployKitError
+from deploykit.core.errors import DeployKitError, import_backend
 from deploykit.passes.registry import register_pass
 
 Importance = Literal["l1", "l2", "bn_scale", "taylor"]
@@ -55,7 +55,7 @@ MAX_RATIO = 0.95  # a target-MACs search never asks for more
 @dataclass(frozen=True)
 class PruneConfig:
     """`ratio`: fraction of each prunable group's channels to remove; or `target_macs`: the largest MAC
-    count (deploykit.profile.cost, at `input_size`) allowed, reached with the smallest uniform ratio.
+    count (deploykit.profile.count_cost, at `input_size`) allowed, reached with the smallest uniform ratio.
     `ignore`: module names (or prefixes) whose output channels stay. `input_size` builds the tracing input
     of the registered pass."""
 
@@ -80,17 +80,6 @@ class PruneConfig:
         object.__setattr__(self, "ignore", tuple(self.ignore))
 
 
-@register_pass("prune_channels", PruneConfig)
-def prune(model: nn.Module, config: PruneConfig) -> nn.Module:
-    """The registered pass: `prune_channels` traced with a zero batch of `config.input_size`."""
-    if config.importance == "taylor":
-        raise DeployKitError("taylor importance needs labelled images, which a pass has no access to",
-                             fix="call prune_channels(model, images, labels=..., importance='taylor')")
-    channels = _first_conv(model).in_channels
-    probe = torch.zeros(1, channels, config.input_size, config.input_size)
-    return prune_channels(model, probe, **_options(config))
-
-
 def _options(config: PruneConfig) -> dict:
     return {"ratio": config.ratio, "target_macs": config.target_macs, "importance": config.importance,
             "round_to": config.round_to, "ignore": config.ignore}
@@ -108,6 +97,17 @@ def prune_channels(model: nn.Module, example_input: torch.Tensor, *, ratio: floa
     if target_macs is None:
         return _prune_copy(model, example_input, config, ratio, labels)
     return _prune_to_macs(model, example_input, config, labels)
+
+
+@register_pass(PruneConfig, public=prune_channels)
+def _prune_step(model: nn.Module, config: PruneConfig) -> nn.Module:
+    """`prune_channels` as the runner calls it: traced with a zero batch of `config.input_size`."""
+    if config.importance == "taylor":
+        raise DeployKitError("taylor importance needs labelled images, which a pass has no access to",
+                             fix="call prune_channels(model, images, labels=..., importance='taylor')")
+    channels = _first_conv(model).in_channels
+    probe = torch.zeros(1, channels, config.input_size, config.input_size)
+    return prune_channels(model, probe, **_options(config))
 
 
 def _prune_to_macs(model: nn.Module, example_input: torch.Tensor, config: PruneConfig, labels) -> nn.Module:
@@ -130,9 +130,9 @@ def _prune_to_macs(model: nn.Module, example_input: torch.Tensor, config: PruneC
 
 
 def _macs(model: nn.Module, size: tuple[int, int]) -> int:
-    from deploykit.profile.cost import cost  # a static count (shapes only), the one MAC definition we use
+    from deploykit.profile.cost import count_cost  # a static count (shapes only), the one MAC definition we use
 
-    return cost(model, size).macs
+    return count_cost(model, size).macs
 
 
 def _prune_copy(model: nn.Module, example_input: torch.Tensor, config: PruneConfig, ratio: float,
@@ -152,17 +152,8 @@ class PlannedGroup:
     remove: list[int]
 
 
-def _torch_pruning():
-    try:
-        import torch_pruning
-    except ImportError:
-        raise DeployKitError("channel pruning needs Torch-Pruning, which is not installed",
-                             fix='pip install "deploykit[prune]"') from None
-    return torch_pruning
-
-
 def dependency_graph(model: nn.Module, example_input: torch.Tensor):
-    tp = _torch_pruning()
+    tp = import_backend("torch_pruning", "prune", package="torch-pruning")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # its tracing notices (unwrapped parameters, ...) are noise here
         return tp.DependencyGraph().build_dependency(model, example_inputs=example_input)
@@ -214,7 +205,7 @@ def _lowest(importance: torch.Tensor, n: int) -> list[int]:
 
 
 def _importance(kind: str):
-    tp = _torch_pruning()
+    tp = import_backend("torch_pruning", "prune", package="torch-pruning")
     if kind == "bn_scale":
         return tp.importance.BNScaleImportance(normalizer=None)
     if kind == "taylor":

@@ -44,19 +44,19 @@ def is_multibranch(module: nn.Module) -> bool:
     return callable(getattr(module, "reparam_branches", None)) and callable(getattr(module, "reparam_rebuild", None))
 
 
-@register_pass("reparameterize", ReparameterizeConfig, takes_probe=True)
-def reparameterize_pass(model: nn.Module, config: ReparameterizeConfig, *,
-                        example_input: torch.Tensor | None = None) -> PassResult:
-    """The registered pass: the deploy-form model and its report (for the manifest)."""
-    deployed, report = reparameterize_with_report(model, example_input, config=config)
-    return PassResult(deployed, report.to_dict())
-
-
 def reparameterize(model: nn.Module, config: ReparameterizeConfig = ReparameterizeConfig(), *,
                    example_input: torch.Tensor | None = None) -> nn.Module:
     """A deploy-form copy of `model`: every foldable multi-branch block merged into one conv and every
     Conv/Linear -> BN pair folded. Input untouched."""
     return reparameterize_with_report(model, example_input, config=config)[0]
+
+
+@register_pass(ReparameterizeConfig, takes_probe=True, public=reparameterize)
+def _reparameterize_step(model: nn.Module, config: ReparameterizeConfig, *,
+                         example_input: torch.Tensor | None = None) -> PassResult:
+    """`reparameterize` as the runner calls it: the deploy-form model with its report (for the manifest)."""
+    deployed, report = reparameterize_with_report(model, example_input, config=config)
+    return PassResult(deployed, report.to_dict())
 
 
 def reparameterize_with_report(model: nn.Module, example_input: torch.Tensor | tuple | None = None, *,

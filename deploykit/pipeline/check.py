@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Literal
 
-from deploykit.core.recipe import Recipe, Thresholds
+from deploykit.core.recipe import Recipe
+from deploykit.core.thresholds import Thresholds
 
 Status = Literal["passed", "failed", "skipped", "unstable"]  # unstable: a latency the machine disturbed
 

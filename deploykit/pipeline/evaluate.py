@@ -1,25 +1,25 @@
 """What to evaluate -> a predict function and its preprocessing -> accuracy on a dataset.
 
 A zoo name runs the float PyTorch model (default weights from the shared data folder when the zoo
-knows them); an `.onnx` file runs in ONNX Runtime with the preprocessing from its manifest, or, for
-an outside model without one, from explicit options. Either way the pixels go through the one
-implementation in `deploykit.data.preprocess`."""
+knows them); an `.onnx` file runs in ONNX Runtime or OpenVINO (`runtimes.load`, like every artifact) with
+the preprocessing from its manifest, or, for an outside model without one, from explicit options. Either
+way the pixels go through the one implementation in `deploykit.data.preprocess`, and accuracy is counted by
+`deploykit.profile.accuracy`."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Callable
 
-import numpy as np
-
-from deploykit import zoo
+from deploykit import runtimes, zoo
+from deploykit.core.devices import DEFAULT_THREADS, host_device
 from deploykit.core.errors import DeployKitError
-from deploykit.core.manifest import MANIFEST_SUFFIX, Manifest, manifest_path, verified_manifest
+from deploykit.core.manifest import MANIFEST_SUFFIX, manifest_path, verified_manifest
 from deploykit.core.paths import data_dir
 from deploykit.core.preprocess import Preprocess
-from deploykit.data.datasets import open_dataset
-from deploykit.profile.accuracy import EvalResult, Predict, Progress, evaluate
+from deploykit.data.datasets import Dataset, open_dataset
+from deploykit.data.loader import DEFAULT_SEED, batches, sample_indices
+from deploykit.profile.accuracy import EvalResult, Predict, Progress, accuracy
 
 ARTIFACT_SUFFIXES = (".onnx",)
 
@@ -48,7 +48,7 @@ class EvalRequest:
     limit: int | None = None
     batch_size: int = 32
     seed: int = 0
-    threads: int = 2
+    threads: int = DEFAULT_THREADS
     options: PreprocessOptions = field(default_factory=PreprocessOptions)
     exclude_calib: Path | None = None  # an artifact (or its manifest) whose calibration images to leave out
     runtime: str = "onnxruntime"  # for .onnx artifacts: onnxruntime or openvino
@@ -87,6 +87,15 @@ def run_eval(request: EvalRequest, progress: Progress | None = None) -> EvalOutc
     result = evaluate(model.predict, dataset, model.preprocess, limit=request.limit, seed=request.seed,
                       batch_size=request.batch_size, progress=progress, workers=request.threads)
     return EvalOutcome(result, model.preprocess, model.description + description_note, data, model.warnings)
+
+
+def evaluate(predict: Predict, dataset: Dataset, preprocess: Preprocess, *, limit: int | None = None,
+             batch_size: int = 32, progress: Progress | None = None, seed: int = DEFAULT_SEED,
+             workers: int = DEFAULT_THREADS) -> EvalResult:
+    """Accuracy of `predict` (NCHW float32 -> logits N x classes) on `dataset` (or a seeded subset of `limit`)."""
+    total = len(sample_indices(len(dataset), limit, seed))
+    stream = batches(dataset, preprocess, batch_size, limit=limit, seed=seed, workers=workers)
+    return accuracy(predict, stream, total=total, progress=progress)
 
 
 def calibration_record(path: Path) -> dict:
@@ -142,29 +151,20 @@ RUNTIMES = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO (f32 hint)"}
 
 def onnx_evaluable(path: Path, options: PreprocessOptions, *, threads: int,
                    runtime: str = "onnxruntime") -> Evaluable:
-    from deploykit.runtimes.onnxruntime import OrtModel
-
     if path.suffix not in ARTIFACT_SUFFIXES or not path.is_file():
         what = "not found" if not path.exists() else "not an ONNX file"
         raise DeployKitError(f"artifact {what}: {path}", fix="pass a zoo model name or an .onnx file")
     if runtime not in RUNTIMES:
         raise DeployKitError(f"unknown --runtime {runtime!r}", fix=f"one of {', '.join(RUNTIMES)}")
-    session = OrtModel(path, threads=threads)
-    shape = list(session.session.get_inputs()[0].shape)  # the graph itself is the truth about its batch
-    preprocess, origin, warnings = _artifact_preprocess(path, options, shape)
-    static = shape[0] if isinstance(shape[0], int) else None
+    runnable = runtimes.load(path, host_device(runtime, threads))  # fp32: OpenVINO's f32 hint, int8 stays int8
+    preprocess, origin, warnings = artifact_preprocess(path, options, runtimes.onnx_input_shape(path))
+    static = runnable.static_batch
     batch_note = f"static batch {static}" if static else "dynamic batch"
-    run = session.run
-    if runtime == "openvino":
-        from deploykit.runtimes.openvino import OpenVINOModel
-
-        run = OpenVINOModel(path, threads=threads).run  # f32 hint: int8 layers stay int8, the rest fp32
-    predict = fixed_batch(run, static) if static else run
-    return Evaluable(predict, preprocess, f"{path.name} in {RUNTIMES[runtime]} ({batch_note}; preprocessing "
-                     f"{origin})", warnings)
+    return Evaluable(runtimes.predictor(runnable), preprocess, f"{path.name} in {RUNTIMES[runtime]} ({batch_note}; "
+                     f"preprocessing {origin})", warnings)
 
 
-def _artifact_preprocess(path: Path, options: PreprocessOptions, shape: list) -> tuple[Preprocess, str, list]:
+def artifact_preprocess(path: Path, options: PreprocessOptions, shape: list) -> tuple[Preprocess, str, list]:
     """(preprocessing, where it came from, warnings): the manifest's when there is one."""
     manifest = verified_manifest(path)  # an artifact its manifest does not describe is refused here
     if manifest is None:
@@ -173,19 +173,11 @@ def _artifact_preprocess(path: Path, options: PreprocessOptions, shape: list) ->
     if options.given():
         raise DeployKitError(f"--{options.given()[0]} conflicts with {manifest_file.name}",
                              fix="drop the preprocessing options: the manifest records how it was exported")
-    preprocess = _manifest_preprocess(manifest, manifest_file)
+    preprocess = manifest.preprocessing()
     warnings = []
     if manifest.weights_sha256 == "random-init":
         warnings.append(f"{path.name} was exported from a random init: expect chance-level accuracy")
     return preprocess, f"from {manifest_file.name}", warnings
-
-
-def _manifest_preprocess(manifest: Manifest, manifest_file: Path) -> Preprocess:
-    try:
-        return Preprocess.from_dict(manifest.preprocess)
-    except (ValueError, TypeError, KeyError) as exc:
-        raise DeployKitError(f"cannot read {manifest_file}: {exc}",
-                             fix="re-export the artifact, or remove the manifest and pass options") from exc
 
 
 def options_preprocess(options: PreprocessOptions, input_shape: list) -> Preprocess:
@@ -228,55 +220,25 @@ def _per_channel(values: tuple[float, ...] | None, n: int, default: float, name:
     return tuple(values)
 
 
-def fixed_batch(run: Callable[[np.ndarray], np.ndarray], size: int) -> Predict:
-    """Feed a graph with a static batch dimension: run slices of exactly `size`, padding the last one
-    with zeros and dropping the padded rows' outputs."""
-
-    def predict(batch: np.ndarray) -> np.ndarray:
-        outputs = []
-        for start in range(0, len(batch), size):
-            chunk = batch[start:start + size]
-            pad = size - len(chunk)
-            if pad:
-                chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
-            outputs.append(run(chunk)[:size - pad])
-        return np.concatenate(outputs)
-
-    return predict
-
-
 # --- zoo models in PyTorch ------------------------------------------------------------------------
 
 def zoo_evaluable(name: str, weights: Path | None, *, threads: int) -> Evaluable:
+    from deploykit.runtimes.torch import TorchModel
+
     entry = zoo.get(name)
     model, source, warnings = load_zoo_model(name, weights)
-    return Evaluable(_torch_predict(model.eval(), threads), entry.preprocess, f"{name} in PyTorch ({source})",
+    return Evaluable(TorchModel(model, threads=threads).run, entry.preprocess, f"{name} in PyTorch ({source})",
                      warnings)
 
 
 def load_zoo_model(name: str, weights: Path | None):
     """(model, where its weights came from, warnings): `weights` in any checkpoint layout the zoo knows for
     the family, else the zoo's released weights, else a random init; the same loader export uses."""
-    model = zoo.create(name)
-    if weights is not None:  # a pruned checkpoint stores its layer widths: thin the model first
-        from deploykit.zoo.structure import thin_to_checkpoint
+    from deploykit.pipeline.weights import load_model
 
-        thin_to_checkpoint(model, weights)
-    loaded = zoo.load_weights(name, model, weights)
+    loaded = load_model(name, weights)  # a pruned checkpoint is thinned to its stored layer widths first
     if loaded.path is None:
         warning = f"no weights for {name}: evaluating a random init (pass --weights)"
         return loaded.model, "random init", [warning]
     source = loaded.path.name if weights is not None else "the zoo's default weights"
     return loaded.model, source + (", deploy form" if loaded.form == "deploy" else ""), list(loaded.warnings)
-
-
-def _torch_predict(model, threads: int) -> Predict:
-    import torch
-
-    torch.set_num_threads(threads)  # the CLI process is ours; the count is an explicit argument
-
-    def predict(batch: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return model(torch.from_numpy(batch)).numpy()
-
-    return predict

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from deploykit.core.errors import DeployKitError
-from deploykit.pipeline.evaluate import Evaluable, PreprocessOptions, _artifact_preprocess, fixed_batch
+from deploykit.pipeline.evaluate import Evaluable, PreprocessOptions, artifact_preprocess
 
 EDGE_RUNTIMES = {".tflite": ("litert", "LiteRT (XNNPACK)"), ".pte": ("executorch", "ExecuTorch (XNNPACK)")}
 
@@ -18,7 +18,7 @@ def is_edge_artifact(target: str) -> bool:
 
 def edge_evaluable(path: Path, options: PreprocessOptions, *, threads: int, runtime: str) -> Evaluable:
     from deploykit import runtimes
-    from deploykit.core.devices import Device
+    from deploykit.core.devices import host_device
 
     name, label = EDGE_RUNTIMES[path.suffix]
     if runtime not in ("onnxruntime", name):  # onnxruntime: the option's default, i.e. not given
@@ -26,9 +26,9 @@ def edge_evaluable(path: Path, options: PreprocessOptions, *, threads: int, runt
                              fix=f"drop --runtime: {path.name} runs in {label}")
     if not path.is_file():
         raise DeployKitError(f"artifact not found: {path}", fix="pass the path of an exported artifact")
-    runnable = runtimes.load(path, Device(runtime=name, location="local", threads=threads, name=f"host-cpu-{name}"))
+    runnable = runtimes.load(path, host_device(name, threads))
     shape = [runnable.static_batch, None, None, None]
-    preprocess, origin, warnings = _artifact_preprocess(path, options, shape)
+    preprocess, origin, warnings = artifact_preprocess(path, options, shape)
     description = (f"{path.name} in {label} ({threads} threads, static batch {runnable.static_batch}, ran "
                    f"{runnable.precision_used}; preprocessing {origin})")
-    return Evaluable(fixed_batch(runnable.run, runnable.static_batch), preprocess, description, warnings)
+    return Evaluable(runtimes.predictor(runnable), preprocess, description, warnings)

@@ -19,6 +19,7 @@ from deploykit.passes.runner import run_passes
 from deploykit.pipeline.overwrite import check_same_export, pruned_stem, request_record
 from deploykit.pipeline.targets import ExportContext, TargetBuild, check_options, get_target
 from deploykit.pipeline.user_model import build_user_model, factory_name
+from deploykit.pipeline.weights import load_model
 from deploykit.zoo import timm_source
 from deploykit.zoo.weights import LoadedWeights
 
@@ -75,14 +76,9 @@ def build_float_model(request: ExportRequest) -> LoadedWeights:
         return build_user_model(request.model_from, request.weights)
     if timm_source.is_timm_name(request.model):
         return _build_timm_model(request)
-    model = zoo.create(request.model, num_classes=request.num_classes)
-    if request.weights is not None:  # a pruned checkpoint stores its layer widths: thin the model first
-        from deploykit.zoo.structure import thin_to_checkpoint
-
-        thin_to_checkpoint(model, request.weights)
     released_head = request.num_classes in (None, zoo.get(request.model).num_classes)
-    return zoo.load_weights(request.model, model, request.weights,
-                            pretrained=released_head and not request.random_init)
+    return load_model(request.model, request.weights, pretrained=released_head and not request.random_init,
+                      num_classes=request.num_classes)
 
 
 def _build_timm_model(request: ExportRequest) -> LoadedWeights:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
 import torch
 from torch import nn
@@ -20,14 +20,18 @@ from torch import nn
 from deploykit import zoo
 from deploykit.core.errors import DeployKitError
 from deploykit.core.fsutil import atomic_path, sha256_file
+from deploykit.core.options import check_choices, choice
 from deploykit.core.paths import cache_dir
 from deploykit.core.publish import check_output_file
 from deploykit.data import open_dataset
 from deploykit.data.loader import sample_indices
 from deploykit.data.pixels import load_pixels
+from deploykit.pipeline.weights import build_model
 from deploykit.training import TrainConfig, TrainResult, train
-from deploykit.zoo.structure import STRUCTURE_KEY, apply_structure, build_model, describe_structure, read_metadata
+from deploykit.training.seeding import seeded
+from deploykit.zoo.structure import STRUCTURE_KEY, apply_structure, describe_structure, read_metadata
 
+SaveDtype = Literal["float32", "float16"]
 PRUNE_KEY = "deploykit_prune"
 TRAINING_KEY = "deploykit_training"
 FLOAT_TEACHER = "float"
@@ -45,8 +49,11 @@ class FinetuneRequest:
     limit: int | None = None  # a seeded subset of the training data (quick runs, tests)
     save_every: int | None = None
     stop_after_epochs: int | None = None
-    save_dtype: str = "float32"  # or "float16", for the file at --out only
+    save_dtype: SaveDtype = "float32"  # for the file at --out only
     threads: int = 1
+
+    def __post_init__(self) -> None:
+        check_choices(self, what="finetune")
 
 
 @dataclass
@@ -71,9 +78,9 @@ def finetune(request: FinetuneRequest, progress: Callable[[dict], None] | None =
         return finished
     torch.set_num_threads(request.threads)  # the CLI process is ours; the count is an explicit argument
     entry = zoo.get(request.model)
-    torch.manual_seed(request.config.seed)  # a from-scratch init is part of the seeded run
-    model, metadata = load_student(request.model, request.weights)
-    teacher = load_teacher(request.model, request.teacher, request.weights, metadata)
+    with seeded(request.config.seed):  # a from-scratch init is part of the seeded run
+        model, metadata = load_student(request.model, request.weights)
+        teacher = load_teacher(request.model, request.teacher, request.weights, metadata)
     data = _pixels(resolve_data(request.data), entry.preprocess, request.limit, request.config.seed, progress)
     info = {"structure": metadata.get(STRUCTURE_KEY), "weights_sha256": _sha(request.weights),
             "teacher": None if teacher is None else teacher[1]}
@@ -151,8 +158,7 @@ def _pixels(path: Path, preprocess, limit: int | None, seed: int, progress):
 
 
 def _evaluate(model: nn.Module, request: FinetuneRequest, preprocess, progress) -> float:
-    from deploykit.pipeline.evaluate import resolve_data
-    from deploykit.profile.accuracy import evaluate
+    from deploykit.pipeline.evaluate import evaluate, resolve_data
 
     model = model.eval().to(memory_format=torch.contiguous_format)
 
@@ -179,12 +185,11 @@ def _carried(metadata: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in metadata.items() if k in (STRUCTURE_KEY, PRUNE_KEY)}
 
 
-def save_weights(path: Path, model: nn.Module, metadata: dict[str, str], *, dtype: str = "float32") -> None:
+def save_weights(path: Path, model: nn.Module, metadata: dict[str, str], *, dtype: SaveDtype = "float32") -> None:
     """`model`'s state_dict as safetensors, atomically; floating tensors cast to `dtype`."""
     from safetensors.torch import save_file
 
-    if dtype not in ("float32", "float16"):
-        raise DeployKitError(f"unsupported --save-dtype {dtype!r}", fix="use float32 or float16")
+    choice(dtype, SaveDtype, option="save_dtype", what="weights file")
     check_output_file(path, ".safetensors")
     target = getattr(torch, dtype)
     state = {k: (v.to(target) if v.is_floating_point() else v).detach().contiguous()

@@ -14,7 +14,6 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import deploykit
 from deploykit.core.devices import Device, load_device
 from deploykit.core.digest import sha256_json
 from deploykit.core.errors import DeployKitError
@@ -120,13 +119,14 @@ def random_weights(recipe: Recipe, cache: PipelineCache, seed: int = 0) -> Path:
 
     from deploykit import zoo
     from deploykit.pipeline.finetune import save_weights
+    from deploykit.training.seeding import seeded
 
     classes = recipe.num_classes or zoo.get(recipe.model).num_classes
     name = f"{recipe.model}-{classes}cls-random-seed{seed}-torch{torch.__version__}.safetensors"
     path = cache.root / "weights" / name
     if not path.is_file():
-        torch.manual_seed(seed)
-        model = zoo.create(recipe.model, num_classes=recipe.num_classes)
+        with seeded(seed):
+            model = zoo.create(recipe.model, num_classes=recipe.num_classes)
         save_weights(path, model, {"deploykit_random_init": str(seed)})
     return path
 
@@ -138,7 +138,7 @@ def tool_fingerprint() -> dict:
 
 def source_digest() -> str:
     """sha256 of the package's source outside the CLI layer (which only presents results)."""
-    root = Path(deploykit.__file__).parent
+    root = Path(__file__).resolve().parents[1]  # the deploykit package
     digest = hashlib.sha256()
     for path in sorted(p for p in root.rglob("*.py") if p.relative_to(root).parts[0] != "cli"):
         digest.update(f"{path.relative_to(root).as_posix()}\0".encode() + path.read_bytes() + b"\n")

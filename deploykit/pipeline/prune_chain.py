@@ -55,7 +55,7 @@ def prune_for_export(name: str, model: nn.Module, parent_weights: Path | None, p
     report_stage(progress, "fine-tune (distilling from the unpruned model)")
     outcome = _finetune(name, pruned_file, request, Path(out_dir) / f"{stem}-ft.safetensors", progress)
     record["finetune"] = {**outcome.record, "weights": outcome.out.name, "sha256": sha256_file(outcome.out)}
-    from deploykit.zoo.structure import build_model
+    from deploykit.pipeline.weights import build_model
 
     return PrunedModel(build_model(name, outcome.out), outcome.out, record)
 
@@ -65,7 +65,7 @@ def prune_to_file(name: str, model: nn.Module, parent_weights: Path | None, prep
     """Prune `model` (zoo model `name`, weights from `parent_weights`), write the pruned weights with their
     structure and pruning record to `out`; (pruned model, record with channels, MACs and params)."""
     from deploykit.pipeline.finetune import pruned_metadata, save_weights
-    from deploykit.profile.cost import cost
+    from deploykit.profile.cost import count_cost
 
     config = replace(config, input_size=preprocess.input_size)
     example, labels = _example(config, preprocess, data)
@@ -74,7 +74,7 @@ def prune_to_file(name: str, model: nn.Module, parent_weights: Path | None, prep
     prune_record = {"config": asdict(config), "parent_weights": parent,
                     "parent_sha256": sha256_file(Path(parent_weights)) if parent_weights else "random-init"}
     save_weights(out, pruned, pruned_metadata(pruned, name, prune_record))
-    before, after = cost(model, preprocess.input_size), cost(pruned, preprocess.input_size)
+    before, after = count_cost(model, preprocess.input_size), count_cost(pruned, preprocess.input_size)
     record = {**prune_record, "channels": channel_counts(pruned), "macs": {"before": before.macs, "after": after.macs},
               "params": {"before": before.params, "after": after.params}, "pruned_weights": Path(out).name,
               "finetune": None}

@@ -7,8 +7,6 @@ names the recipe's key and line before anything runs.
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from pathlib import Path
 
 from deploykit import zoo
@@ -39,18 +37,9 @@ def load_recipe(path: Path) -> Recipe:
 
 
 def pass_config_type(name: str) -> type:
-    from deploykit.passes.registry import PASSES
+    from deploykit.passes.registry import PASSES  # it imports its own member modules on this first lookup
 
-    load_passes()
     return PASSES.get(name).config_type
-
-
-def load_passes() -> None:
-    """Import every module of `deploykit.passes`, so each registered pass is known by name."""
-    import deploykit.passes as package
-
-    for info in pkgutil.iter_modules(package.__path__):
-        importlib.import_module(f"{package.__name__}.{info.name}")
 
 
 def target_options(name: str) -> frozenset[str]:

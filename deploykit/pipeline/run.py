@@ -161,7 +161,7 @@ def _profile_device(plan: Plan, device_name: str, items: list[tuple[MeasureStep,
 
 
 def _measurement(stage: str, row, batch: int, reference=None) -> Measurement:
-    from deploykit.pipeline.profile import latency_is_unstable
+    from deploykit.pipeline.profile_measure import latency_is_unstable
 
     quality, latency = row.quality, row.latency_at(batch)
     notes = list(row.notes) + ([latency.note] if latency is not None and latency.note else [])

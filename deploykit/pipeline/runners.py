@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Callable, Protocol
 import numpy as np
 
 from deploykit import runtimes
+from deploykit.core.errors import DeployKitError
 from deploykit.profile.latency import LatencyStats, measure_side_by_side
 
 if TYPE_CHECKING:
@@ -51,7 +52,7 @@ class LocalRunner:
 
     def latency(self, calls: dict[str, tuple[runtimes.Runnable, np.ndarray]], *, runs: int, warmup: int,
                 progress: RoundProgress | None = None) -> dict[str, LatencyStats]:
-        fns = {name: _call(runnable, batch) for name, (runnable, batch) in calls.items()}
+        fns = {name: bound_run(runnable, batch) for name, (runnable, batch) in calls.items()}
         return measure_side_by_side(fns, runs=runs, warmup=warmup, progress=progress)
 
     def environment(self) -> dict:
@@ -61,5 +62,24 @@ class LocalRunner:
 LOCAL = LocalRunner()
 
 
-def _call(runnable: runtimes.Runnable, batch: np.ndarray) -> Callable[[], object]:
+def bound_run(runnable: runtimes.Runnable, batch: np.ndarray) -> Callable[[], object]:
+    """A call of `runnable` on `batch` with nothing left to pass: what the timers and counters take."""
     return lambda: runnable.run(batch)
+
+
+def reach_device(device: "Device") -> Runner:
+    """This machine's runner for a local device; for a remote one, its agent's (checked to answer and to
+    take our token), or an error saying how to reach it."""
+    if device.is_local:
+        return LOCAL
+    if device.adb is not None:  # a phone: its own benchmark tool times, this host computes outputs
+        from deploykit.pipeline.adb_runner import AdbRunner
+
+        return AdbRunner.connect(device)
+    if device.agent is None:
+        raise DeployKitError(f"device {device.name} is remote and has no agent configured",
+                             fix=f"add `agent: {{url: http://HOST:8765, token_env: DEPLOYKIT_AGENT_TOKEN}}` to "
+                                 f"devices/{device.name}.yaml and run `deploykit agent serve` on the device")
+    from deploykit.agent.client import AgentRunner
+
+    return AgentRunner.connect(device)

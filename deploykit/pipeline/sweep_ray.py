@@ -23,7 +23,7 @@ import uuid
 from dataclasses import dataclass
 
 from deploykit.core.devices import Device
-from deploykit.core.errors import DeployKitError, missing_extra
+from deploykit.core.errors import DeployKitError, import_backend
 
 RETRIES = 3  # attempts after the first, for a task whose worker process or node died
 ACTOR_RESTARTS = 3
@@ -79,10 +79,7 @@ def start(devices: dict[str, Device], *, address: str | None = None, workers: in
 def _import_ray(*, local_only: bool):
     if local_only:
         os.environ[LOCAL_ONLY_ENV] = "0"  # read by Ray at import and by every process it starts
-    try:
-        import ray
-    except ImportError as exc:
-        raise missing_extra("ray", "sweep") from exc
+    ray = import_backend("ray", "sweep")
     if local_only and "ray._private.ray_constants" in sys.modules:  # imported before we set the switch
         sys.modules["ray._private.ray_constants"].ENABLE_RAY_CLUSTER = False
     return ray
@@ -139,7 +136,7 @@ class DeviceActor:
         self.key, self.tracker, self.runners = key, ray.get_actor(tracker), {}
 
     def _runner(self, device: Device):
-        from deploykit.pipeline.profile import reach_device
+        from deploykit.pipeline.runners import reach_device
 
         if device.name not in self.runners:
             self.runners[device.name] = reach_device(device)

@@ -21,6 +21,7 @@ from deploykit.core.errors import DeployKitError
 from deploykit.pipeline.cache import PipelineCache
 from deploykit.pipeline.plan import Plan
 from deploykit.pipeline.sweep_plan import EvalData, cached_record
+from deploykit.profile.accuracy import logits_accuracy
 
 EVAL_BATCH = 32
 
@@ -120,19 +121,19 @@ def evaluate_reference(job: ReferenceJob) -> dict:
         logits, labels, preprocess = _reference_logits(job)
     except DeployKitError as exc:
         return {"ok": False, "reason": f"float reference: {exc.message}"}
-    top1, top5 = _top(logits, labels)
-    value = {"top1": top1, "top5": top5, "n": len(labels), "input_size": preprocess.input_size, **_where()}
+    top = logits_accuracy(logits, labels)
+    value = {"top1": top.top1, "top5": top.top5, "n": top.n, "input_size": preprocess.input_size, **_where()}
     cache.store_measurement(job.key, value, logits=logits)
     return {"ok": True, **value, "computed": True}
 
 
 def _reference_logits(job: ReferenceJob):
     from deploykit import zoo
+    from deploykit.pipeline.weights import load_weights
     from deploykit.runtimes.torch import TorchModel
 
     entry = zoo.get(job.model)
-    model = zoo.create(job.model, num_classes=job.num_classes)
-    loaded = zoo.load_weights(job.model, model, job.weights)
+    loaded = load_weights(job.model, zoo.create(job.model, num_classes=job.num_classes), job.weights)
     preprocess = entry.preprocess.with_size(job.input_size or entry.input_size)
     logits, labels = predict_all(TorchModel(loaded.model, threads=job.threads).run, job.data, preprocess)
     return logits, labels, preprocess
@@ -160,27 +161,19 @@ def evaluate_artifact(job: EvalJob, runner=None) -> dict:
 def _evaluate(job: EvalJob, reference: np.ndarray, runner) -> dict:
     from deploykit.core.compare import compare_outputs
     from deploykit.core.manifest import Manifest, manifest_path
-    from deploykit.core.preprocess import Preprocess
-    from deploykit.pipeline.evaluate import fixed_batch
     from deploykit.pipeline.runners import LOCAL
+    from deploykit.runtimes import predictor
 
     device = job.device if runner is not None else dataclasses.replace(job.device, threads=job.threads)
     runnable, _ = (runner or LOCAL).load(job.artifact, device)
-    preprocess = Preprocess.from_dict(Manifest.read(manifest_path(job.artifact)).preprocess)
-    predict = fixed_batch(runnable.run, runnable.static_batch) if runnable.static_batch else runnable.run
+    preprocess = Manifest.read(manifest_path(job.artifact)).preprocessing()
+    predict = predictor(runnable)
     logits, labels = predict_all(predict, job.data, preprocess)
-    top1, top5 = _top(logits, labels)
+    top = logits_accuracy(logits, labels)
     stats = compare_outputs(reference, logits, "fp32")  # statistics only: the verdict is the thresholds'
-    return {"top1": top1, "top5": top5, "n": len(labels), "agreement": stats.top1_agreement,
+    return {"top1": top.top1, "top5": top.top5, "n": top.n, "agreement": stats.top1_agreement,
             "cosine": stats.cosine, "sqnr_db": stats.sqnr_db, "precision_used": str(runnable.precision_used),
             "runtime_version": str(runnable.version), **_cost(job.artifact), **_where()}
-
-
-def _top(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float | None]:
-    from deploykit.profile.accuracy import count_hits
-
-    hits1, hits5 = count_hits(logits, labels)
-    return hits1 / len(labels), (hits5 / len(labels) if logits.shape[1] >= 5 else None)
 
 
 def _cost(artifact: Path) -> dict:
@@ -228,13 +221,12 @@ def _time(job: LatencyJob, runner) -> dict:
 
 def _loaded(runner, path: Path, device: Device, batch: int):
     from deploykit.core.manifest import Manifest, manifest_path
-    from deploykit.core.preprocess import Preprocess
 
     runnable, _ = runner.load(Path(path), device)
     if runnable.static_batch not in (None, batch):
         raise DeployKitError(f"{Path(path).name} is fixed to batch {runnable.static_batch}, not {batch}",
                              fix="set profile.batches to the exported batch")
-    preprocess = Preprocess.from_dict(Manifest.read(manifest_path(path)).preprocess)
+    preprocess = Manifest.read(manifest_path(path)).preprocessing()
     shape = (batch, preprocess.num_channels, preprocess.input_size, preprocess.input_size)
     probe = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
     runner.warm_up(runnable, probe, 3)

@@ -1,28 +1,16 @@
-"""Measurements: cost model (params, MACs, memory access), latency, accuracy, reports.
+"""Measurements of a model or a run: cost model (params, MACs, memory access), latency, accuracy of logits,
+energy, the environment, and reports. Below the zoo and the passes: it measures any module or runnable it
+is given. Nothing here imports torch until a name is used, so `deploykit --help` stays instant.
 
-Nothing here imports torch until a name is used, so `deploykit --help` stays instant.
-`deploykit.profile.cost(model, input_size)` is the cost model; the names below load on first access.
+`deploykit.profile.count_cost(model, input_size)` is the cost model.
 """
 
 from __future__ import annotations
 
-import importlib
+from deploykit.core.lazy import lazy_attributes
 
-# name -> the submodule that defines it
-_LAZY = {
-    "cost": "cost",  # the submodule itself, which is callable (see cost.py)
-    "CostReport": "cost",
-    "LayerCost": "cost",
-    "PaperComparison": "cost",
-    "compare_to_paper": "cost",
-    "deploy_cost": "cost",
-}
-
-__all__ = sorted(_LAZY)
-
-
-def __getattr__(name: str):
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    module = importlib.import_module(f"{__name__}.{_LAZY[name]}")
-    return module if name == _LAZY[name] else getattr(module, name)
+SUBMODULES = ("accuracy", "cost", "energy", "environment", "graph_cost", "latency", "report", "report_html",
+              "report_template", "results")
+__getattr__, __dir__ = lazy_attributes(__name__, SUBMODULES, {
+    "count_cost": "cost", "count_params": "cost", "CostReport": "cost", "LayerCost": "cost"})
+__all__ = ["CostReport", "LayerCost", "count_cost", "count_params"]

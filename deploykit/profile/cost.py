@@ -11,20 +11,17 @@ What counts (the papers' definitions, nothing added):
 - Elementwise ops (BN, activations, additions, concatenations, pooling, padding) are not part of the papers'
   definitions and are not counted, although on a device they do cost time and memory traffic.
 - params counts every parameter of the model as given (BN weights too, if BN is still there). Pass the
-  deploy form (`deploy_cost`) for the figures of what ships.
+  deploy form (`pipeline.zoo_cost.deploy_cost` for a zoo model) for the figures of what ships.
 
-Shapes come from forward hooks on one batch-1 forward pass of zeros. Module-level `deploykit.profile.cost`
-is this module, made callable, because the package attribute and the submodule share the name `cost`.
+Shapes come from forward hooks on one batch-1 forward pass of zeros. This module knows modules, not the
+zoo: a zoo model's deploy form (zoo + passes) is costed one layer up, in `pipeline/zoo_cost.py`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-import sys
-import types
 from dataclasses import asdict, dataclass
-from decimal import Decimal
 from typing import Iterator
 
 import torch
@@ -73,7 +70,7 @@ class CostReport:
         return out
 
 
-def cost(model: nn.Module, input_size: int | tuple[int, int]) -> CostReport:
+def count_cost(model: nn.Module, input_size: int | tuple[int, int]) -> CostReport:
     """Params, MACs and memory-access cost of `model` on one (1, C, H, W) image, C from the first Conv2d.
 
     Only convolutions (Conv1d/2d/3d) and Linear layers count towards MACs and memory access; elementwise ops
@@ -171,100 +168,3 @@ def _linear_cost(name: str, linear: nn.Linear, in_shape: tuple, out_shape: tuple
     macs = rows * weights
     memory = rows * (linear.in_features + linear.out_features) + weights
     return LayerCost(name, "Linear", in_shape, out_shape, None, 1, params, macs, memory)
-
-
-def deploy_model(name: str, *, device: str | torch.device = "cpu") -> nn.Module:
-    """Zoo model `name` in deploy form (reparameterize, then fold_bn): what ships."""
-    from deploykit import zoo
-    from deploykit.passes import fold_bn, reparameterize
-
-    with torch.device(device):
-        return fold_bn(reparameterize(zoo.create(name)))
-
-
-def deploy_cost(name: str, input_size: int | tuple[int, int] | None = None) -> CostReport:
-    """Cost of zoo model `name` in deploy form, at its entry's input size unless one is given."""
-    from deploykit import zoo
-
-    size = zoo.get(name).input_size if input_size is None else input_size
-    return cost(_shape_only_deploy_model(name), size)
-
-
-def _shape_only_deploy_model(name: str) -> nn.Module:
-    """The deploy form on the meta device: cost needs shapes only, and RepVGG-B3 then builds in ~2 s with no
-    weights allocated. A model whose build reads weight values cannot run on meta; it gets real weights."""
-    try:
-        return deploy_model(name, device="meta")
-    except (NotImplementedError, RuntimeError):
-        return deploy_model(name)
-
-
-def deploy_params(name: str) -> int:
-    """Parameters of zoo model `name` after reparameterize + fold_bn."""
-    return count_params(_shape_only_deploy_model(name))
-
-
-# Published figures that count something else than we do, so a gap is expected. This is zoo metadata; it
-# lives here until zoo entries carry such notes in their `paper` dict.
-PAPER_NOTES = {
-    "efficientnet_lite0": "the TF README's 407M MAdds seem to count more than conv and linear multiply-adds "
-                          "(385M here, the figure independent PyTorch ports report too, e.g. "
-                          "d-li14/efficientnet-lite.pytorch); BN, bias and ReLU6 add about 6.7M each",
-}
-
-# The papers' compute figures are all multiply-accumulates, whatever their tables call them: MobileNet's
-# "mult-adds" (569M), RepVGG's "FLOPs" (A0 1.4G), MobileOne's "FLOPs" (S0 275M), EfficientNet-Lite's
-# "MAdds" (407M, see PAPER_NOTES). So `paper["macs_m"]` compares with our MACs directly, never with 2x MACs.
-
-
-@dataclass(frozen=True)
-class PaperComparison:
-    """A zoo model's deploy-form cost next to its published params / MACs (None where not published)."""
-
-    name: str
-    report: CostReport
-    paper_params_m: float | None
-    paper_macs_m: float | None
-    note: str | None = None  # why a gap is expected, from PAPER_NOTES
-
-    @property
-    def params_delta_pct(self) -> float | None:
-        return percent_difference(self.report.params / 1e6, self.paper_params_m)
-
-    @property
-    def macs_delta_pct(self) -> float | None:
-        return percent_difference(self.report.macs / 1e6, self.paper_macs_m)
-
-
-def compare_to_paper(name: str) -> PaperComparison:
-    """Deploy-form cost of zoo model `name` at its own input size, beside the paper's figures."""
-    from deploykit import zoo
-
-    paper = zoo.get(name).paper
-    return PaperComparison(name, deploy_cost(name), paper.get("params_m"), paper.get("macs_m"),
-                           PAPER_NOTES.get(name))
-
-
-def paper_tolerance_pct(paper: float, *, floor_pct: float = 2.0) -> float:
-    """How far (in %) our figure may sit from a published one: `floor_pct`, or more when the paper printed
-    fewer digits. RepVGG-A0's "1.4 GFLOPs" (stored as 1400) is only known to +-0.05 G, i.e. +-3.6 %;
-    trailing zeros of a stored integer are taken as rounding."""
-    exponent = Decimal(repr(paper)).normalize().as_tuple().exponent
-    half_unit = 10.0 ** exponent / 2
-    return max(floor_pct, 100.0 * half_unit / abs(paper))
-
-
-def percent_difference(ours: float, paper: float | None) -> float | None:
-    """(ours - paper) / paper in percent; None when the paper gives no figure."""
-    return None if paper is None else 100.0 * (ours - paper) / paper
-
-
-class _CallableModule(types.ModuleType):
-    """`deploykit.profile.cost(model, size)` must work whether the name resolves to this module (it does
-    once anything imports `deploykit.profile.cost`) or to the function, so the module forwards calls."""
-
-    def __call__(self, model: nn.Module, input_size: int | tuple[int, int]) -> CostReport:
-        return cost(model, input_size)
-
-
-sys.modules[__name__].__class__ = _CallableModule

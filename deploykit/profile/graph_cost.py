@@ -1,4 +1,4 @@
-"""The cost model (`deploykit.profile.cost`) applied to an ONNX graph instead of a torch module.
+"""The cost model (`deploykit.profile.count_cost`) applied to an ONNX graph instead of a torch module.
 
 What ships may differ from the zoo's deploy form (pruned channels, another input size), so an artifact's
 params, MACs and memory access are read from its own graph: the weights of its Conv / Gemm / MatMul nodes

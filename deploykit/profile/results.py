@@ -49,7 +49,7 @@ class Quality:
 
 @dataclass(frozen=True)
 class Cost:
-    """Static cost at batch 1 (see `deploykit.profile.cost` for what counts), and where it came from."""
+    """Static cost at batch 1 (see `deploykit.profile.count_cost` for what counts), and where it came from."""
 
     params: int | None = None
     macs: int | None = None

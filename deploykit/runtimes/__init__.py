@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Callable, Protocol
 
 import numpy as np
 
-from deploykit.core.errors import DeployKitError
+from deploykit.core.devices import DEFAULT_THREADS
+from deploykit.core.errors import DeployKitError, install_hint
 
 if TYPE_CHECKING:
     from deploykit.core.devices import Device
@@ -50,6 +51,38 @@ def names() -> list[str]:
     return sorted(_LOADERS)
 
 
+def onnx_input_shape(path: Path) -> list[int | None]:
+    """The declared NCHW input shape of an ONNX file (None for a dynamic dimension), read from the graph
+    without loading its weights: the graph itself is the truth about its batch and size."""
+    import onnx
+
+    dims = onnx.load(str(path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim
+    return [d.dim_value if d.HasField("dim_value") else None for d in dims]
+
+
+def predictor(runnable: Runnable) -> Callable[[np.ndarray], np.ndarray]:
+    """`runnable.run` for batches of any size: sliced to its static batch when it has one."""
+    static = runnable.static_batch
+    return fixed_batch(runnable.run, static) if static else runnable.run
+
+
+def fixed_batch(run: Callable[[np.ndarray], np.ndarray], size: int) -> Callable[[np.ndarray], np.ndarray]:
+    """Feed a graph with a static batch dimension: run slices of exactly `size`, padding the last one
+    with zeros and dropping the padded rows' outputs."""
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        outputs = []
+        for start in range(0, len(batch), size):
+            chunk = batch[start:start + size]
+            pad = size - len(chunk)
+            if pad:
+                chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
+            outputs.append(run(chunk)[:size - pad])
+        return np.concatenate(outputs)
+
+    return predict
+
+
 class Adapted:
     """A backend's model behind the common interface; `precision_used` is read back on first access, after
     loading (so it does not count towards the load time)."""
@@ -71,9 +104,7 @@ def _load_onnxruntime(path: Path, device: "Device") -> Runnable:
 
     # 0 threads: ONNX Runtime's own default; spinning pool as deployed (latency.py times in blocks).
     model = OrtModel(path, threads=device.threads or 0)
-    first = model.session.get_inputs()[0].shape[0]
-    return Adapted(model, model.version, first if isinstance(first, int) else None,
-                   lambda: _ort_precision(model, path))
+    return Adapted(model, model.version, model.static_batch, lambda: _ort_precision(model, path))
 
 
 def _ort_precision(model, path: Path) -> str:
@@ -125,7 +156,7 @@ def _load_coreml(path: Path, device: "Device") -> Runnable:
 
 
 def _load_tensorrt(path: Path, device: "Device") -> Runnable:
-    from deploykit.export.tensorrt import ENGINE_FILE
+    from deploykit.core.tensorrt_plan import ENGINE_FILE
     from deploykit.runtimes.tensorrt import TensorRTModel
 
     model = TensorRTModel(path / ENGINE_FILE if path.is_dir() else path)
@@ -142,7 +173,7 @@ def _load_torch(path: Path, device: "Device") -> Runnable:
 def _load_litert(path: Path, device: "Device") -> Runnable:
     from deploykit.runtimes.litert import LiteRTModel
 
-    model = LiteRTModel(path, threads=device.threads or 2)
+    model = LiteRTModel(path, threads=device.threads or DEFAULT_THREADS)  # XNNPACK needs a count
     return Adapted(model, model.version, model.static_batch, lambda: model.precision_used)
 
 
@@ -160,12 +191,12 @@ def _manifest_precision(path: Path) -> str:
     return Manifest.read(manifest).precision if manifest.is_file() else "unknown"
 
 
-def _missing(module: str, extra: str) -> Callable[[], str | None]:
+def _missing(module: str, extra: str | None) -> Callable[[], str | None]:
     def check() -> str | None:
         import importlib.util
 
         found = importlib.util.find_spec(module) is not None
-        return None if found else f'{module} is not installed (pip install "deploykit[{extra}]")'
+        return None if found else f"{module} is not installed ({install_hint(module, extra)})"
     return check
 
 
@@ -176,7 +207,7 @@ def _coreml_unavailable() -> str | None:
 
 
 def _tensorrt_unavailable() -> str | None:
-    from deploykit.export.tensorrt import engine_unavailable
+    from deploykit.runtimes.tensorrt import engine_unavailable
 
     return engine_unavailable()
 
@@ -191,7 +222,7 @@ _LOADERS: dict[str, Callable[[Path, "Device"], Runnable]] = {
     "executorch": _load_executorch,
 }
 _CHECKS: dict[str, Callable[[], str | None]] = {
-    "onnxruntime": _missing("onnxruntime", "onnx"),
+    "onnxruntime": _missing("onnxruntime", None),  # a dependency of deploykit itself
     "openvino": _missing("openvino", "openvino"),
     "coreml": _coreml_unavailable,
     "tensorrt": _tensorrt_unavailable,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deploykit.core.errors import DeployKitError, missing_extra
+from deploykit.core.errors import DeployKitError, import_backend
 
 
 def is_macos() -> bool:
@@ -27,10 +27,7 @@ class CoreMLModel:
 
     def __init__(self, path: Path, *, compute_units: str = "all") -> None:
         require_macos("running a Core ML model")
-        try:
-            import coremltools as ct
-        except ImportError as exc:
-            raise missing_extra("coremltools", "coreml") from exc
+        ct = import_backend("coremltools", "coreml")
         try:
             self.model = ct.models.MLModel(str(path), compute_units=getattr(ct.ComputeUnit, compute_units.upper()))
         except Exception as exc:  # noqa: BLE001 - Core ML compile errors come as several types

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deploykit.core.errors import DeployKitError, missing_extra
+from deploykit.core.errors import DeployKitError, import_backend
 from deploykit.core.manifest import tool_versions
 
 XNNPACK = "XnnpackBackend"
@@ -26,12 +26,9 @@ _LOADED_IN_PROCESS: list[Path] = []  # ExecuTorch's own process-wide state, mirr
 
 
 def import_runtime():
-    try:
-        from executorch.extension.pybindings import portable_lib
-        from executorch.runtime import Runtime
-    except ImportError as exc:
-        raise missing_extra("executorch", "executorch") from exc
-    return Runtime, portable_lib
+    """(ExecuTorch's Runtime class, its portable_lib bindings)."""
+    portable_lib = import_backend("executorch.extension.pybindings.portable_lib", "executorch", package="executorch")
+    return import_backend("executorch.runtime", "executorch", package="executorch").Runtime, portable_lib
 
 
 def size_thread_pool(threads: int | None) -> int:

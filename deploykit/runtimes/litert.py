@@ -13,25 +13,18 @@ from pathlib import Path
 
 import numpy as np
 
-from deploykit.core.errors import DeployKitError, missing_extra
+from deploykit.core.devices import DEFAULT_THREADS
+from deploykit.core.errors import DeployKitError, import_backend
 from deploykit.core.manifest import tool_versions
 
 COMPUTE_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "BATCH_MATMUL")
 
 
-def import_interpreter():
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError as exc:
-        raise missing_extra("ai-edge-litert", "litert") from exc
-    return Interpreter
-
-
 class LiteRTModel:
     """A `.tflite` file in LiteRT's interpreter with `threads` threads and the XNNPACK delegate."""
 
-    def __init__(self, path: Path, *, threads: int = 2) -> None:
-        interpreter_class = import_interpreter()
+    def __init__(self, path: Path, *, threads: int = DEFAULT_THREADS) -> None:
+        interpreter_class = import_backend("ai_edge_litert.interpreter", "litert", package="ai-edge-litert").Interpreter
         self.path, self.threads = Path(path), threads
         try:
             self.interpreter = interpreter_class(model_path=str(path), num_threads=threads)

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from deploykit.core.errors import DeployKitError, missing_extra
+from deploykit.core.devices import DEFAULT_THREADS
+from deploykit.core.errors import DeployKitError, import_backend
 
 INT8_OPS = ("QLinearConv", "QLinearMatMul", "QGemm", "ConvInteger", "MatMulInteger", "QLinearAdd",
             "QLinearGlobalAveragePool", "QLinearMul", "QLinearConcat", "QLinearAveragePool")
@@ -22,11 +23,8 @@ class OrtModel:
 
     precision_used = "fp32"
 
-    def __init__(self, path: Path, *, threads: int = 2, optimize: bool = True, spinning: bool = True) -> None:
-        try:
-            import onnxruntime as ort
-        except ImportError as exc:
-            raise missing_extra("onnxruntime", "onnx") from exc
+    def __init__(self, path: Path, *, threads: int = DEFAULT_THREADS, optimize: bool = True, spinning: bool = True) -> None:
+        ort = import_backend("onnxruntime", None)  # a dependency of deploykit itself: no extra brings it
         self.path, self.threads = Path(path), threads
         options = _options(ort, threads, optimize)
         if not spinning:  # idle pool threads sleep: models timed side by side do not steal each other's cores
@@ -36,6 +34,8 @@ class OrtModel:
         except Exception as exc:  # noqa: BLE001 - ORT raises several private exception types
             raise DeployKitError(f"ONNX Runtime cannot load {path}: {exc}") from exc
         self.input_name = self.session.get_inputs()[0].name
+        self.input_shape = list(self.session.get_inputs()[0].shape)  # ints, or names for dynamic dims
+        self.static_batch = self.input_shape[0] if isinstance(self.input_shape[0], int) else None
         self.version = ort.__version__
 
     def run(self, batch: np.ndarray) -> np.ndarray:

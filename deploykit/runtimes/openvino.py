@@ -15,27 +15,20 @@ from pathlib import Path
 
 import numpy as np
 
-from deploykit.core.errors import DeployKitError, missing_extra
+from deploykit.core.devices import DEFAULT_THREADS
+from deploykit.core.errors import DeployKitError, import_backend
 
 PRECISION_HINTS = ("f32", "bf16", "f16")
 COMPUTE_LAYERS = ("Convolution", "GroupConvolution", "Deconvolution", "FullyConnected", "MatMul", "Gemm")
 INT8_TYPES = ("u8", "i8")
 
 
-def import_openvino():
-    try:
-        import openvino
-    except ImportError as exc:
-        raise missing_extra("openvino", "openvino") from exc
-    return openvino
-
-
 class OpenVINOModel:
     """An ONNX file compiled for OpenVINO's CPU plugin with explicit threads, latency mode and
     precision hint (None leaves OpenVINO's default for this CPU, which may be bf16)."""
 
-    def __init__(self, path: Path, *, threads: int = 2, precision: str | None = "f32") -> None:
-        ov = import_openvino()
+    def __init__(self, path: Path, *, threads: int = DEFAULT_THREADS, precision: str | None = "f32") -> None:
+        ov = import_backend("openvino", "openvino")
         if precision is not None and precision not in PRECISION_HINTS:
             raise DeployKitError(f"unknown OpenVINO precision hint {precision!r}",
                                  fix=f"one of {', '.join(PRECISION_HINTS)}")

@@ -1,6 +1,7 @@
-"""TensorRT on an NVIDIA GPU: deserialize an engine and run it with the name-based tensor API
-(set_tensor_address + execute_async_v3). Device buffers are torch CUDA tensors, so no extra CUDA
-binding is needed beyond a CUDA build of torch."""
+"""TensorRT on an NVIDIA GPU, the only module that imports it: build an engine from a bundle's plan
+(`core/tensorrt_plan.py`), deserialize it and run it with the name-based tensor API (set_tensor_address +
+execute_async_v3). Device buffers are torch CUDA tensors, so no extra CUDA binding is needed beyond a CUDA
+build of torch."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from deploykit.core.errors import DeployKitError
-from deploykit.export.tensorrt import engine_unavailable, import_tensorrt
+from deploykit.core.errors import DeployKitError, import_backend
+from deploykit.core.tensorrt_plan import BuildPlan
 
 
 class TensorRTModel:
@@ -21,7 +22,7 @@ class TensorRTModel:
             raise DeployKitError(f"cannot run a TensorRT engine here: {reason}",
                                  fix='run on the machine with the GPU that built it, '
                                      'with pip install "deploykit[tensorrt]"')
-        trt = import_tensorrt()
+        trt = import_backend("tensorrt", "tensorrt")
         self.version = trt.__version__
         self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         self.engine = self._runtime.deserialize_cuda_engine(Path(engine_path).read_bytes())
@@ -55,3 +56,47 @@ class TensorRTModel:
             raise DeployKitError("TensorRT execution failed (see its log above)")
         stream.synchronize()
         return next(iter(self.outputs.values())).float().cpu().numpy()
+
+
+def engine_unavailable() -> str | None:
+    """Why no engine can be built on this machine, or None when it can."""
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        return "the tensorrt Python package is not installed"
+    import torch
+
+    if not torch.cuda.is_available():
+        return "no CUDA GPU is visible (and torch, which deploykit uses for device buffers, needs a CUDA build)"
+    return None
+
+
+def build_engine(directory: Path, plan: BuildPlan) -> str:
+    """Build `plan.engine` from `plan.onnx` in `directory`, reusing and updating its timing cache.
+    Returns the TensorRT version."""
+    trt = import_backend("tensorrt", "tensorrt")
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(directory / plan.onnx)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise DeployKitError(f"TensorRT cannot parse {plan.onnx}: {errors}", fix="report this model")
+    config = _builder_config(trt, builder, plan, directory / plan.timing_cache)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise DeployKitError("TensorRT could not build an engine (see its log above)",
+                             fix="try a larger --workspace, or report this model")
+    (directory / plan.engine).write_bytes(bytes(serialized))
+    (directory / plan.timing_cache).write_bytes(bytes(config.get_timing_cache().serialize()))
+    return trt.__version__
+
+
+def _builder_config(trt, builder, plan: BuildPlan, cache_path: Path):
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, plan.workspace_mib << 20)
+    if plan.precision == "fp32":
+        config.clear_flag(trt.BuilderFlag.TF32)
+    cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.is_file() else b"")
+    config.set_timing_cache(cache, ignore_mismatch=False)
+    return config

@@ -22,6 +22,7 @@ from deploykit.core.progress import Progress  # {"event": "step" | "epoch", ...}
 from deploykit.data.augment import Augment
 from deploykit.data.pixels import PixelSet, steps_per_epoch, train_batches
 from deploykit.training.distill import distillation_loss
+from deploykit.training.seeding import seeded
 from deploykit.training.state import load_state, save_state
 
 
@@ -86,10 +87,11 @@ def train(model: nn.Module, data: PixelSet, preprocess: Preprocess, config: Trai
         cycle_momentum=False)
     run = _Run(model, teacher, optimizer, scheduler, config, Path(checkpoint), info or {}, progress)
     run.data, run.preprocess, run.steps = data, preprocess, steps
-    resumed = run.resume() if Path(checkpoint).is_file() else None
-    if resumed is None:
-        torch.manual_seed(config.seed)
-    stopped = run.fit(save_every, stop_after_epochs)
+    with seeded(None):  # the run's own generator state (seeded, or resumed from the checkpoint) stays inside
+        resumed = run.resume() if Path(checkpoint).is_file() else None
+        if resumed is None:
+            torch.manual_seed(config.seed)
+        stopped = run.fit(save_every, stop_after_epochs)
     return TrainResult(model.eval(), run.history, resumed, stopped)
 
 

@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -15,8 +14,8 @@ from deploykit.core.preprocess import Preprocess
 from deploykit.core.registry import Registry
 from deploykit.zoo.layouts import Layout
 
-# Families are imported on first use so `deploykit --help` stays instant.
-_FAMILIES = ("mobileone", "repvgg", "mobilenet", "vovnet", "resnet_cifar", "efficientnet_lite")
+# One module per family, imported by the registry on its first lookup (so `deploykit --help` stays instant).
+FAMILIES = ("mobileone", "repvgg", "mobilenet", "vovnet", "resnet_cifar", "efficientnet_lite")
 
 
 @dataclass(frozen=True)
@@ -38,7 +37,7 @@ class ModelEntry:
         return self.preprocess.input_size
 
 
-MODELS: Registry[ModelEntry] = Registry("model")
+MODELS: Registry[ModelEntry] = Registry("model", members=tuple(f"deploykit.zoo.{family}" for family in FAMILIES))
 
 
 def register_model(name: str, *, num_classes: int = 1000, preprocess: Preprocess | None = None,
@@ -56,18 +55,11 @@ def register_model(name: str, *, num_classes: int = 1000, preprocess: Preprocess
     return wrap
 
 
-def _load_families() -> None:
-    for family in _FAMILIES:
-        importlib.import_module(f"deploykit.zoo.{family}")
-
-
 def get(name: str) -> ModelEntry:
-    _load_families()
     return MODELS.get(name)
 
 
 def names() -> list[str]:
-    _load_families()
     return MODELS.names()
 
 
@@ -78,13 +70,14 @@ def create(name: str, num_classes: int | None = None, **kwargs):
     return model.eval()
 
 
-def load_weights(name: str, model, path: Path | None = None, *, pretrained: bool = True):
-    """`model` (from `create(name)`) with the weights at `path`, in any layout its entry lists, saved in
-    training or deploy form (a deploy-form checkpoint gives a new, deploy-form model); without a path, the
-    released weights when the zoo has them and `pretrained`, else a random init.
+def load_weights(name: str, model, path: Path | None = None, *, pretrained: bool = True, deploy_form=None):
+    """`model` (from `create(name)`) with the weights at `path`, in any layout its entry lists, in training
+    form (or in deploy form, given the function that builds it: `pipeline.weights.load_weights` passes the
+    reparameterize pass's); without a path, the released weights when the zoo has them and `pretrained`,
+    else a random init.
 
     Returns `weights.LoadedWeights(model, sha256 or "random-init", path, form, layout)`.
     """
     from deploykit.zoo.weights import load_weights as load
 
-    return load(get(name), model, path, pretrained=pretrained)
+    return load(get(name), model, path, pretrained=pretrained, deploy_form=deploy_form)

@@ -75,3 +75,30 @@ def trained_weights(name: str):
     from deploykit.core.paths import project_root
 
     return project_root() / "weights" / f"{name}.safetensors"
+
+
+# The stage widths both families scale (their `widths` multipliers), and the stem's cap.
+BASE_WIDTHS = (64, 128, 256, 512)
+STEM_MAX_CHANNELS = 64
+
+
+def stage_widths(multipliers: tuple[float, ...]) -> list[int]:
+    return [int(base * m) for base, m in zip(BASE_WIDTHS, multipliers)]
+
+
+class StagedNet(nn.Module):
+    """Stem (`stage0`), four stages (`stage1`..`stage4`), global average pool, linear classifier: the body of
+    MobileOne and RepVGG, whose checkpoints use these names. Submodules are built by the caller, in order."""
+
+    def __init__(self, stem: nn.Module, stages: list[nn.Module], channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.stage0 = stem
+        for index, stage in enumerate(stages, 1):
+            self.add_module(f"stage{index}", stage)
+        self.gap = nn.AdaptiveAvgPool2d(1)
+        self.linear = nn.Linear(channels, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for index in range(5):
+            x = getattr(self, f"stage{index}")(x)
+        return self.linear(self.gap(x).flatten(1))

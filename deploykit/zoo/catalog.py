@@ -27,21 +27,6 @@ def read_catalog() -> list[dict]:
     return json.loads(CATALOG.read_text())["models"]
 
 
-def build_catalog() -> dict:
-    """The catalog computed from the registry (builds every model on the meta device: seconds)."""
-    from deploykit import zoo
-    from deploykit.profile.cost import deploy_params
-
-    rows = []
-    for name in zoo.names():
-        entry = zoo.get(name)
-        rows.append({"name": name, "family": entry.family, "input": entry.input_size,
-                     "num_classes": entry.num_classes, "params": deploy_params(name),
-                     "paper_params_m": entry.paper.get("params_m"), "weights": weight_source(entry),
-                     "layouts": [layout.name for layout in entry.layouts]})
-    return {"script": "scripts/zoo_catalog.py", "models": rows}
-
-
 def weight_source(entry) -> str:
     """One of WEIGHT_SOURCES, from where the entry's default weights file lives (not whether it is there)."""
     from deploykit.core.errors import DeployKitError

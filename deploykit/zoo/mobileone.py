@@ -18,15 +18,14 @@ import torch
 from torch import nn
 
 from deploykit.zoo import register_model
-from deploykit.zoo.blocks import CIFAR_STRIDES, trained_weights, SEBlock, cifar10_preprocess, conv_bn, sum_of_branches
+from deploykit.zoo.blocks import (CIFAR_STRIDES, STEM_MAX_CHANNELS, SEBlock, StagedNet, cifar10_preprocess, conv_bn,
+                                  stage_widths, sum_of_branches, trained_weights)
 from deploykit.zoo.layouts import MOBILEONE_LAYOUTS
 
 # Every MobileOne loads the reference repo's and timm's checkpoints, fused or not (zoo/layouts.py).
 register_model = partial(register_model, layouts=MOBILEONE_LAYOUTS)
 
 BLOCKS_PER_STAGE = (2, 8, 10, 1)
-BASE_WIDTHS = (64, 128, 256, 512)
-STEM_MAX_CHANNELS = 64
 
 _SOURCE = "Vasu et al. 2023, MobileOne (arXiv:2206.04040); top-1 from github.com/apple/ml-mobileone README"
 
@@ -104,28 +103,20 @@ def mobileone_stage(in_channels: int, out_channels: int, num_blocks: int, *, num
     return nn.Sequential(*layers)
 
 
-class MobileOne(nn.Module):
+class MobileOne(StagedNet):
     """Stem (one 3x3 block, stride 2 on ImageNet), four stages, global average pool, linear classifier."""
 
     def __init__(self, config: MobileOneConfig, num_classes: int = 1000) -> None:
-        super().__init__()
-        widths = [int(base * w) for base, w in zip(BASE_WIDTHS, config.widths)]
+        widths = stage_widths(config.widths)
         channels = min(STEM_MAX_CHANNELS, widths[0])
         # The reference builds the stem with a single conv branch even for S0, and never with SE.
-        self.stage0 = MobileOneBlock(3, channels, 3, stride=config.strides[0])
-        stages = zip(widths, BLOCKS_PER_STAGE, config.se_blocks, config.strides[1:])
-        for index, (width, blocks, se_blocks, stride) in enumerate(stages, 1):
-            stage = mobileone_stage(channels, width, blocks, num_se_blocks=se_blocks,
-                                    num_conv_branches=config.num_conv_branches, stride=stride)
-            self.add_module(f"stage{index}", stage)
+        stem = MobileOneBlock(3, channels, 3, stride=config.strides[0])
+        stages = []
+        for width, blocks, se_blocks, stride in zip(widths, BLOCKS_PER_STAGE, config.se_blocks, config.strides[1:]):
+            stages.append(mobileone_stage(channels, width, blocks, num_se_blocks=se_blocks,
+                                          num_conv_branches=config.num_conv_branches, stride=stride))
             channels = width
-        self.gap = nn.AdaptiveAvgPool2d(1)
-        self.linear = nn.Linear(channels, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for index in range(5):
-            x = getattr(self, f"stage{index}")(x)
-        return self.linear(self.gap(x).flatten(1))
+        super().__init__(stem, stages, channels, num_classes)
 
 
 def _paper(params_m: float, macs_m: float, top1: float) -> dict:

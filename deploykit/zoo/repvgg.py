@@ -19,14 +19,13 @@ import torch
 from torch import nn
 
 from deploykit.zoo import register_model
-from deploykit.zoo.blocks import CIFAR_STRIDES, trained_weights, cifar10_preprocess, conv_bn, sum_of_branches
+from deploykit.zoo.blocks import (CIFAR_STRIDES, STEM_MAX_CHANNELS, StagedNet, cifar10_preprocess, conv_bn, stage_widths,
+                                  sum_of_branches, trained_weights)
 from deploykit.zoo.layouts import REPVGG_LAYOUTS
 
 # Every RepVGG loads the reference repo's and timm's checkpoints, fused or not (zoo/layouts.py).
 register_model = partial(register_model, layouts=REPVGG_LAYOUTS)
 
-BASE_WIDTHS = (64, 128, 256, 512)
-STEM_MAX_CHANNELS = 64
 
 _SOURCE = "Ding et al. 2021, RepVGG (CVPR 2021, arXiv:2101.03697), Table 4"
 
@@ -82,24 +81,18 @@ def repvgg_stage(in_channels: int, out_channels: int, num_blocks: int, stride: i
     return nn.Sequential(*blocks)
 
 
-class RepVGG(nn.Module):
+class RepVGG(StagedNet):
     """Stem (one block, stride 2 on ImageNet), four stages, global average pool, linear classifier."""
 
     def __init__(self, config: RepVGGConfig, num_classes: int = 1000) -> None:
-        super().__init__()
-        widths = [int(base * w) for base, w in zip(BASE_WIDTHS, config.widths)]
+        widths = stage_widths(config.widths)
         channels = min(STEM_MAX_CHANNELS, widths[0])
-        self.stage0 = RepVGGBlock(3, channels, stride=config.strides[0])
-        for index, (width, blocks, stride) in enumerate(zip(widths, config.blocks_per_stage, config.strides[1:]), 1):
-            self.add_module(f"stage{index}", repvgg_stage(channels, width, blocks, stride))
+        stem = RepVGGBlock(3, channels, stride=config.strides[0])
+        stages = []
+        for width, blocks, stride in zip(widths, config.blocks_per_stage, config.strides[1:]):
+            stages.append(repvgg_stage(channels, width, blocks, stride))
             channels = width
-        self.gap = nn.AdaptiveAvgPool2d(1)
-        self.linear = nn.Linear(channels, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for index in range(5):
-            x = getattr(self, f"stage{index}")(x)
-        return self.linear(self.gap(x).flatten(1))
+        super().__init__(stem, stages, channels, num_classes)
 
 
 def _paper(params_m: float, gmacs: float) -> dict:

@@ -148,18 +148,6 @@ def read_structure(path: Path) -> dict | None:
         raise _bad_structure(f"not JSON ({type(exc).__name__})") from None
 
 
-def build_model(name: str, weights: Path | None = None, *, pretrained: bool = False,
-                num_classes: int | None = None) -> nn.Module:
-    """Zoo model `name` in eval mode with `weights` (thinned first to the pruned structure stored with them),
-    else the zoo's released weights if `pretrained`, else a random init. Loading is `zoo.load_weights`'."""
-    from deploykit import zoo
-
-    model = zoo.create(name, num_classes=num_classes)
-    if weights is not None:
-        thin_to_checkpoint(model, weights)
-    return zoo.load_weights(name, model, weights, pretrained=pretrained).model.eval()
-
-
 def thin_to_checkpoint(model: nn.Module, weights: Path) -> nn.Module:
     """`model` (in place) with the layer shapes stored in the weights file, if it stores any."""
     structure = read_structure(weights)

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from agent_helpers import agent_thread
 
-from deploykit.agent import server
+from deploykit.agent import work
 from deploykit.core.errors import DeployKitError
 
 REQUESTS = 20
@@ -22,7 +22,7 @@ def overlap_probe(monkeypatch):
     """Wrap the measurement so it records how many ran at once (and takes `delay` s at least)."""
     state = {"active": 0, "peak": 0, "delay": 0.0}
     guard = threading.Lock()
-    original = server.measure
+    original = work.measure
 
     def recording(*args):
         with guard:
@@ -35,7 +35,7 @@ def overlap_probe(monkeypatch):
             with guard:
                 state["active"] -= 1
 
-    monkeypatch.setattr(server, "measure", recording)
+    monkeypatch.setattr(work, "measure", recording)
     return state
 
 

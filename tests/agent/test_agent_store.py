@@ -153,14 +153,15 @@ def test_sweep_removes_what_an_interrupted_upload_left(tmp_path):
 def test_a_tensorrt_bundle_gets_its_engine_built_here_with_our_file_names(tmp_path, monkeypatch):
     """The plan's file names come from the client: the agent uses its own (and never an uploaded engine)."""
     from deploykit.core.fsutil import sha256_file
-    from deploykit.export import tensorrt
+    from deploykit.core.tensorrt_plan import PLAN_FORMAT
+    from deploykit.runtimes import tensorrt
 
     bundle = tmp_path / "m.trt"
     bundle.mkdir()
     (bundle / "model.onnx").write_bytes(b"onnx")
     plan = {"precision": "fp16", "workspace_mib": 64, "onnx_sha256": sha256_file(bundle / "model.onnx"),
             "input": {}, "output": {}, "onnx": "../../../etc/passwd", "engine": "../../evil.engine",
-            "timing_cache": "/tmp/evil.cache", "format": tensorrt.PLAN_FORMAT}
+            "timing_cache": "/tmp/evil.cache", "format": PLAN_FORMAT}
     (bundle / "plan.json").write_text(json.dumps(plan))
     (bundle / "model.engine").write_bytes(b"built elsewhere")
     built = []

@@ -119,7 +119,7 @@ def test_killed_mid_epoch_resumes_from_the_last_step_checkpoint(tiny_cifar, unin
 
 
 def test_prune_then_distil_from_the_float_model(tiny_cifar, data_dir, tmp_path):
-    from deploykit.zoo.structure import build_model
+    from deploykit.pipeline.weights import build_model
 
     pruned = tmp_path / "pruned.safetensors"
     report = _deploykit("prune", "resnet20_cifar", "--ratio", "0.5", "--out", pruned, tmp_path=tmp_path)

@@ -13,7 +13,7 @@ from deploykit import runtimes
 from deploykit.core.config import ConfigError
 from deploykit.core.devices import COMPUTE_UNITS, PRECISIONS, Device, device_names, devices_dir, load_device
 from deploykit.core.errors import DeployKitError
-from deploykit.pipeline.profile import reach_device
+from deploykit.pipeline.runners import reach_device
 
 SHIPPED = {"host-cpu-ort", "host-cpu-openvino", "iphone12-coreml", "mac-m1-coreml", "jetson-orin-nano-trt",
            "raspberry-pi5-ort", "host-cpu-litert", "host-cpu-executorch", "pixel6-litert", "pixel6-executorch"}

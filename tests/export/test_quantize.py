@@ -30,7 +30,7 @@ from deploykit.pipeline.export import DEPLOY_PASSES, ExportRequest, export, prob
 from deploykit.pipeline.targets import ExportContext
 from deploykit.pipeline.targets.int8 import build_int8, int8_options
 from deploykit.pipeline.targets.onnx import build_float_onnx
-from deploykit.profile.sensitivity import node_sensitivity, quantized_nodes
+from deploykit.pipeline.targets.sensitivity import node_sensitivity, quantized_nodes
 from deploykit.runtimes.onnxruntime import OrtModel
 
 SIZE = 16

@@ -18,9 +18,10 @@ from deploykit.core.fsutil import sha256_file
 from deploykit.core.manifest import Manifest, manifest_path
 from deploykit.export.onnx import export_onnx
 from deploykit.export.onnx_fp16 import convert_to_fp16
-from deploykit.export.tensorrt import BuildPlan, engine_unavailable
+from deploykit.core.tensorrt_plan import BuildPlan
 from deploykit.pipeline.export import ExportRequest, export
 from deploykit.runtimes.onnxruntime import OrtModel
+from deploykit.runtimes.tensorrt import engine_unavailable
 
 NO_ENGINE = engine_unavailable()
 # The documented trtexec flags (TensorRT 10 and 11): precision comes from the ONNX types

@@ -13,7 +13,7 @@ from deploykit import zoo
 from deploykit.core.compare import compare_outputs
 from deploykit.core.errors import DeployKitError
 from deploykit.passes import PASSES
-from deploykit.passes.prune import PruneConfig, apply_plan, kept_channels, plan_pruning, prune, prune_channels
+from deploykit.passes.prune import PruneConfig, apply_plan, kept_channels, plan_pruning, prune_channels
 from tests.conftest import randomize_bn
 
 pytest.importorskip("torch_pruning")
@@ -112,12 +112,12 @@ def test_input_never_mutated_and_ignore_keeps_layers():
 
 
 def test_target_macs_reaches_the_budget():
-    from deploykit.profile.cost import cost
+    from deploykit.profile.cost import count_cost
 
     model, x = _model("resnet20_cifar"), _input("resnet20_cifar", 1)
-    full = cost(model, 32).macs
+    full = count_cost(model, 32).macs
     pruned = prune_channels(model, x, target_macs=full // 2)
-    assert full // 3 < cost(pruned, 32).macs <= full // 2
+    assert full // 3 < count_cost(pruned, 32).macs <= full // 2
 
 
 @pytest.mark.parametrize("importance", ["l2", "bn_scale", "taylor"])
@@ -134,7 +134,7 @@ def test_taylor_needs_labels_and_the_pass_refuses_it():
     with pytest.raises(DeployKitError, match="labels"):
         prune_channels(model, x, ratio=0.3, importance="taylor")
     with pytest.raises(DeployKitError, match="taylor"):
-        prune(model, PruneConfig(ratio=0.3, importance="taylor", input_size=32))
+        PASSES.get("prune_channels").fn(model, PruneConfig(ratio=0.3, importance="taylor", input_size=32))
 
 
 def test_config_is_frozen_and_validated():

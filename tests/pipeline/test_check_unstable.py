@@ -47,7 +47,7 @@ def test_junit_reports_unstable_as_an_error_not_a_failure(tmp_path):
 
 def test_an_unstable_measurement_is_measured_again_then_kept_out_of_the_cache(monkeypatch):
     """The bounded re-measure in profile: two attempts, the steadier kept."""
-    from deploykit.pipeline import profile
+    from deploykit.pipeline import profile_measure as profile
     from deploykit.profile.latency import LatencyStats
 
     attempts = []
@@ -64,9 +64,9 @@ def test_an_unstable_measurement_is_measured_again_then_kept_out_of_the_cache(mo
     class Candidate:
         row, runner, runnable, group, static_batch, preprocess = Row(), Runner(), None, "g", None, None
 
-    monkeypatch.setattr(profile, "_probe", lambda preprocess, batch: None)
+    monkeypatch.setattr(profile, "random_inputs", lambda preprocess, batch: None)
     candidate = Candidate()
-    profile._measure_latency([candidate], [1], runs=30, warmup=1, progress=lambda *a: None)
+    profile.measure_latency([candidate], [1], runs=30, warmup=1, progress=lambda *a: None)
     assert len(attempts) == profile.LATENCY_ATTEMPTS == 2
     assert abs(candidate.row.latency[0].spread - 0.1) < 1e-9  # the steadier attempt is kept
     assert profile.latency_is_unstable(0.3) and not profile.latency_is_unstable(0.1)

@@ -17,8 +17,9 @@ from deploykit.core.preprocess import Preprocess
 from deploykit.data.datasets import open_dataset
 from deploykit.data.loader import batches
 from deploykit.export.onnx import export_onnx
-from deploykit.pipeline.evaluate import (EvalRequest, PreprocessOptions, fixed_batch, onnx_evaluable,
-                                         options_preprocess, resolve_model, run_eval)
+from deploykit.pipeline.evaluate import (EvalRequest, PreprocessOptions, onnx_evaluable, options_preprocess,
+                                         resolve_model, run_eval)
+from deploykit.runtimes import fixed_batch
 
 MNIST_PREPROCESS = Preprocess(input_size=28, resize=None, channels="L", mean=(0.0,), std=(1.0,), scale=1.0)
 

@@ -17,7 +17,7 @@ from deploykit.core.devices import load_device
 from deploykit.core.manifest import Manifest, manifest_path
 from deploykit.pipeline.export import ExportRequest, export
 from deploykit.pipeline.profile import profile_artifacts, unique_names
-from deploykit.profile.cost import deploy_cost
+from deploykit.pipeline.zoo_cost import deploy_cost
 from deploykit.profile.graph_cost import onnx_cost
 from deploykit.profile.results import ARTIFACT, FLOAT_ORIGINAL, ProfileReport
 

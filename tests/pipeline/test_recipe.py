@@ -9,7 +9,7 @@ import pytest
 
 from deploykit.core.config import ConfigError
 from deploykit.core.paths import project_root
-from deploykit.core.recipe import Thresholds
+from deploykit.core.thresholds import Thresholds
 from deploykit.passes.fold_bn import FoldBNConfig
 from deploykit.pipeline.recipe import load_recipe
 

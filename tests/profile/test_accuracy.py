@@ -8,7 +8,8 @@ import pytest
 from deploykit.core.errors import DeployKitError
 from deploykit.core.preprocess import Preprocess
 from deploykit.data.idx import ArrayDataset
-from deploykit.profile.accuracy import count_hits, evaluate
+from deploykit.pipeline.evaluate import evaluate
+from deploykit.profile.accuracy import count_hits, logits_accuracy
 
 RAW = Preprocess(input_size=2, resize=None, channels="L", mean=(0.0,), std=(1.0,), scale=1.0)
 
@@ -72,3 +73,17 @@ def test_unlabelled_data_is_an_error():
 def test_ties_rank_the_lower_class_first():
     logits = np.array([[1.0, 1.0, 0.0], [0.0, 2.0, 2.0]])
     assert count_hits(logits, np.array([0, 2])) == (1, 2)
+
+
+def test_collected_logits_count_like_a_streamed_evaluation():
+    """Profiling and sweeps collect outputs first (to compare them with the float original's): the same count."""
+    labels = np.array(list(range(10)) * 3)
+    streamed = evaluate(ranking_true_label(2, 10), labelled(list(labels)), RAW, batch_size=7)
+    images = np.broadcast_to(labels[:, None, None, None], (30, 1, 2, 2)).astype(np.float32)
+    collected = logits_accuracy(ranking_true_label(2, 10)(images)[:, :, None, None], labels)
+    assert collected == streamed and (collected.top1, collected.top5) == (0.0, 1.0)
+
+
+def test_collected_logits_with_a_label_beyond_them_are_an_error():
+    with pytest.raises(DeployKitError, match="outside the model's 5 classes"):
+        logits_accuracy(np.zeros((1, 5)), np.array([7]))

@@ -15,7 +15,8 @@ from torch.utils.flop_counter import FlopCounterMode
 import deploykit.profile
 from deploykit import zoo
 from deploykit.core.errors import DeployKitError
-from deploykit.profile.cost import PAPER_NOTES, compare_to_paper, cost, deploy_model, paper_tolerance_pct
+from deploykit.pipeline.zoo_cost import PAPER_NOTES, compare_to_paper, deploy_model, paper_tolerance_pct
+from deploykit.profile.cost import count_cost as cost
 
 # The biggest models take seconds to build even on the meta device; they are covered in the slow run.
 BIG = {"repvgg_b1", "repvgg_b2", "repvgg_b3", "vovnet57"}
@@ -104,8 +105,9 @@ def test_paper_tolerance_widens_for_rounded_figures():
     assert paper_tolerance_pct(0.5) == pytest.approx(10.0)  # "0.5 M"
 
 
-def test_package_cost_is_callable_and_lazy():
-    assert deploykit.profile.cost(tiny_net(), 8).macs == 6816
+def test_count_cost_is_a_plain_function_of_the_package_and_lazy():
+    assert deploykit.profile.count_cost(tiny_net(), 8).macs == 6816
+    assert deploykit.profile.count_cost is deploykit.profile.cost.count_cost
     code = "import sys, deploykit.profile; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 
@@ -135,7 +137,7 @@ def test_catalog_params_are_the_deploy_forms(name):
 
 @pytest.mark.parametrize("name", ZOO)
 def test_zoo_macs_match_paper(name, request):
-    # The papers' "FLOPs" / "mult-adds" are all multiply-accumulates (see deploykit.profile.cost).
+    # The papers' "FLOPs" / "mult-adds" are all multiply-accumulates (see deploykit.profile.count_cost).
     row = _compared(name)
     if row.paper_macs_m is None:
         pytest.skip(f"{name}: the paper gives no MACs")

@@ -17,7 +17,8 @@ from deploykit.export.quantize import Int8Quantizer, QuantizeConfig, prepare_for
 from deploykit.runtimes.onnxruntime import OrtModel
 
 ov = pytest.importorskip("openvino", reason='OpenVINO is optional: pip install "deploykit[openvino]"')
-from deploykit.runtimes.openvino import OpenVINOModel, import_openvino, summarize  # noqa: E402
+from deploykit.core.errors import import_backend  # noqa: E402
+from deploykit.runtimes.openvino import OpenVINOModel, summarize  # noqa: E402
 
 
 def small_net() -> nn.Module:
@@ -86,5 +87,5 @@ def test_errors_are_one_readable_line(models, tmp_path):
 def test_missing_openvino_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "openvino", None)  # import now raises ImportError
     with pytest.raises(DeployKitError) as info:
-        import_openvino()
+        import_backend("openvino", "openvino")
     assert 'pip install "deploykit[openvino]"' in info.value.fix

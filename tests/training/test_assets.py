@@ -13,7 +13,8 @@ from deploykit.core.compare import compare_outputs
 from deploykit.data import batches, open_dataset
 from deploykit.passes import fold_bn, reparameterize
 from deploykit.pipeline.finetune import TRAINING_KEY
-from deploykit.zoo.structure import build_model, read_metadata
+from deploykit.pipeline.weights import build_model
+from deploykit.zoo.structure import read_metadata
 
 ASSETS = ("mobileone_s0_cifar", "repvgg_a0_cifar")
 MAX_BYTES = 25_000_000

@@ -20,6 +20,7 @@ from deploykit.core.compare import compare_outputs
 from deploykit.core.errors import DeployKitError
 from deploykit.passes import reparameterize
 from deploykit.passes.reparameterize import is_multibranch
+from deploykit.pipeline.weights import load_weights
 from deploykit.zoo.layouts import MOBILEONE_LAYOUTS, REPVGG_LAYOUTS
 from tests.conftest import randomize_bn
 
@@ -179,7 +180,7 @@ def test_checkpoint_loads_with_the_same_outputs(name, layout, deploy, trained, t
     path = tmp_path / ("w.pth.tar" if layout == "official" else "model.safetensors")
     torch.save(state, path) if layout == "official" else save_file(state, str(path))
 
-    loaded = zoo.load_weights(name, zoo.create(name), path)
+    loaded = load_weights(name, zoo.create(name), path)
 
     family = name.split("_")[0]
     assert loaded.layout == LAYOUT_NAMES[(family, layout)]
@@ -194,7 +195,7 @@ def test_checkpoint_loads_with_the_same_outputs(name, layout, deploy, trained, t
 def test_wrong_family_names_keys_and_layouts(trained, tmp_path):
     torch.save(trained("repvgg_a0").state_dict(), tmp_path / "repvgg.pth")
     with pytest.raises(DeployKitError) as info:
-        zoo.load_weights("mobileone_s0", zoo.create("mobileone_s0"), tmp_path / "repvgg.pth")
+        load_weights("mobileone_s0", zoo.create("mobileone_s0"), tmp_path / "repvgg.pth")
     message = str(info.value)
     assert "missing keys: stage0.rbr_conv.0.bn.bias" in message
     assert "unexpected keys: stage0.rbr_1x1" in message
@@ -208,4 +209,4 @@ def test_error_reports_against_the_closest_layout(trained, tmp_path):
     save_file(state, str(tmp_path / "cut.safetensors"))
     expected = r"closest: timm ByobNet\) do not fit the model\n  1 missing keys: linear.weight\n"
     with pytest.raises(DeployKitError, match=expected):
-        zoo.load_weights("repvgg_a0", zoo.create("repvgg_a0"), tmp_path / "cut.safetensors")
+        load_weights("repvgg_a0", zoo.create("repvgg_a0"), tmp_path / "cut.safetensors")

@@ -8,7 +8,7 @@ from torch import nn
 
 import deploykit.zoo.mobilenet as mobilenet
 from deploykit import zoo
-from deploykit.profile.cost import cost
+from deploykit.profile.cost import count_cost
 
 NAMES = ["mobilenet_v1", "mobilenet_v1_075", "mobilenet_v1_050", "mobilenet_v1_025"]
 
@@ -23,7 +23,7 @@ def _params_m(model: nn.Module) -> float:
 
 
 def _macs_m(model: nn.Module, size: int) -> float:
-    return cost(model, size).macs / 1e6
+    return count_cost(model, size).macs / 1e6
 
 
 def _near_paper(actual: float, published: float) -> bool:

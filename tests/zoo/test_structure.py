@@ -12,8 +12,9 @@ from safetensors.torch import save_file
 from deploykit import zoo
 from deploykit.core.errors import DeployKitError
 from deploykit.passes.prune import prune_channels
-from deploykit.zoo.structure import (STRUCTURE_KEY, apply_structure, build_model, describe_structure,
-                                     read_structure, structure_metadata)
+from deploykit.pipeline.weights import build_model
+from deploykit.zoo.structure import (STRUCTURE_KEY, apply_structure, describe_structure, read_structure,
+                                     structure_metadata)
 
 
 def _pruned(name: str = "resnet20_cifar"):

@@ -7,27 +7,16 @@ publish). Backends are imported inside `build`, lazily.
 
 from __future__ import annotations
 
-import importlib
+from deploykit.pipeline.targets.base import (TARGET_MODULES, TARGETS, ExportContext, Target, TargetBuild,
+                                             check_options, register_target, require_parity)
 
-from deploykit.pipeline.targets.base import (TARGETS, ExportContext, Target, TargetBuild, check_options,
-                                             register_target, require_parity)
-
-TARGET_MODULES = ("onnx", "coreml", "tensorrt", "litert", "executorch")  # the registry's members, loaded on first lookup
-
-__all__ = ["TARGETS", "ExportContext", "Target", "TargetBuild", "check_options", "get_target", "register_target",
-           "require_parity", "target_names"]
-
-
-def _load_targets() -> None:
-    for module in TARGET_MODULES:
-        importlib.import_module(f"deploykit.pipeline.targets.{module}")
+__all__ = ["TARGETS", "TARGET_MODULES", "ExportContext", "Target", "TargetBuild", "check_options", "get_target",
+           "register_target", "require_parity", "target_names"]
 
 
 def get_target(name: str) -> Target:
-    _load_targets()
     return TARGETS.get(name)
 
 
 def target_names() -> list[str]:
-    _load_targets()
     return TARGETS.names()

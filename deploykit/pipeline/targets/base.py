@@ -63,7 +63,9 @@ def precision_tag(precision: str, default: str) -> str:
     return "" if precision == default else f".{precision}"
 
 
-TARGETS: Registry[Target] = Registry("target")
+# One module per target, imported by the registry on its first lookup (each imports its backend lazily).
+TARGET_MODULES = ("onnx", "coreml", "tensorrt", "litert", "executorch")
+TARGETS: Registry[Target] = Registry("target", members=tuple(f"deploykit.pipeline.targets.{m}" for m in TARGET_MODULES))
 
 
 def register_target(name: str, suffix: str, *, options: tuple[str, ...] = (),

@@ -112,7 +112,7 @@ def _holdout(ctx: ExportContext, calib) -> Holdout:
 def _candidate(ctx, backend: EdgeBackend, config: EdgeQuantConfig, ranges, holdout: Holdout, path: Path,
                threads: int):
     from deploykit.export.pt2e import quantize_pt2e
-    from deploykit.pipeline.evaluate import fixed_batch
+    from deploykit.runtimes import fixed_batch
 
     quantizer = backend.quantizer(config.per_channel)
     quantized = quantize_pt2e(ctx.deployed, ctx.probe, quantizer, ranges, fold_quantize=backend.fold_quantize)

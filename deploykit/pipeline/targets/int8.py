@@ -253,7 +253,7 @@ def _readiness_warnings(readiness, opts: Int8Options) -> list[str]:
 def _openvino_check(staged: Path, holdout, record: dict, threads: int) -> list[str]:
     """The same held-out comparison in OpenVINO, where installed: recorded, and a warning if it fails
     (ONNX Runtime's verdict gates the export; OpenVINO is another consumer of the same file)."""
-    from deploykit.pipeline.evaluate import fixed_batch
+    from deploykit.runtimes import fixed_batch
     from deploykit.pipeline.targets.int8_search import static_batch
 
     try:

@@ -3,7 +3,7 @@ model, and, over the accuracy budget, the most sensitive layers left in float un
 
     float ONNX -> prepared -> candidates (method x weight granularity), one range pass for all methods
     -> each scored on the held-out images (one ONNX Runtime session per candidate)
-    -> over budget? rank nodes by the output noise each adds alone (deploykit.profile.sensitivity),
+    -> over budget? rank nodes by the output noise each adds alone (deploykit.pipeline.targets.sensitivity),
        leave the worst k in float, k = 1, 2, 3, 4, 6, 8, ... until the loss fits
 
 The held-out images choose the candidate, so their score is optimistic: evaluate the artifact on images
@@ -188,7 +188,7 @@ class _Search:
 
     def fit_budget(self, best: Score, budget: float, prepared: Path, names: dict) -> tuple[Score, list, list]:
         """Leave the k nodes that add the most output noise in float, for growing k, until it fits."""
-        from deploykit.profile.sensitivity import node_sensitivity
+        from deploykit.pipeline.targets.sensitivity import node_sensitivity
 
         images, batch = self.holdout.images[:SENSITIVITY_IMAGES], static_batch(best.path)
         feed = (images[i:i + batch] for i in range(0, len(images) - batch + 1, batch))
@@ -211,7 +211,7 @@ class _Search:
 
 def run_onnx(path: Path, images: np.ndarray, threads: int) -> np.ndarray:
     """Logits of an ONNX file in ONNX Runtime, fed in its own static batch size."""
-    from deploykit.pipeline.evaluate import fixed_batch
+    from deploykit.runtimes import fixed_batch
     from deploykit.runtimes.onnxruntime import OrtModel
 
     model = OrtModel(path, threads=threads)
@@ -221,5 +221,4 @@ def run_onnx(path: Path, images: np.ndarray, threads: int) -> np.ndarray:
 def static_batch(path: Path, model=None) -> int:
     from deploykit.runtimes.onnxruntime import OrtModel
 
-    dim = (model or OrtModel(path)).session.get_inputs()[0].shape[0]
-    return dim if isinstance(dim, int) else 1
+    return (model or OrtModel(path)).static_batch or 1

@@ -7,20 +7,21 @@ ONNX Runtime): see `pipeline.targets.int8` and `export.qdq_layout`.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
 from deploykit.core.errors import DeployKitError
+from deploykit.core.options import choice
 from deploykit.pipeline.targets.base import ExportContext, TargetBuild, register_target, require_parity
 from deploykit.pipeline.targets.int8 import INT8_OPTIONS, refuse_int8_options
 
-PRECISIONS = ("fp32", "fp16", "int8")
+Precision = Literal["fp32", "fp16", "int8"]
 
 
 def onnx_precision(options: dict) -> str:
     precision = options.get("precision") or ("int8" if options.get("int8") else "fp32")
-    if precision not in PRECISIONS:
-        raise DeployKitError(f"ONNX target: invalid --precision {precision}", fix=f"one of {', '.join(PRECISIONS)}")
+    choice(precision, Precision, option="precision", what="ONNX target")
     if options.get("int8") and precision != "int8":
         raise DeployKitError(f"--int8 and --precision {precision} contradict each other", fix="drop one of them")
     return precision

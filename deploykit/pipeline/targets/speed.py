@@ -55,7 +55,7 @@ class SpeedCheck:
 
 def time_against_float(float_path: Path, int8_path: Path, device, probe: np.ndarray) -> SpeedCheck:
     """Median latency of both files on `device` at the probe's batch, alternating in blocks."""
-    from deploykit.pipeline.profile import reach_device
+    from deploykit.pipeline.runners import reach_device
 
     runner = reach_device(device)
     float_model, _ = runner.load(Path(float_path), device)

@@ -7,31 +7,36 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from deploykit.core.errors import DeployKitError
 from deploykit.core.fsutil import sha256_file
+from deploykit.core.options import check_choices
 from deploykit.pipeline.targets.base import (ExportContext, TargetBuild, precision_tag, register_target,
                                              require_parity)
 from deploykit.pipeline.targets.fp16 import layers_to_keep, scan_fp16_range
 
 INT8_SEARCH_OPTIONS = ("calib_size", "calib_split", "calib_method", "per_channel", "accuracy_budget")
 OPTIONS = ("precision", "workspace", "require_engine", "calib", *INT8_SEARCH_OPTIONS)
-PRECISIONS = ("fp16", "fp32", "int8")
 LATENCY_RUNS = 50
 
 
 @dataclass(frozen=True)
 class TensorRTOptions:
-    precision: str = "fp16"  # what the target GPUs (Jetson and up) run fast; fp32 on request
+    precision: Literal["fp16", "fp32", "int8"] = "fp16"  # what the target GPUs (Jetson and up) run fast
     workspace: int | None = None  # MiB
     require_engine: bool = False
     calib: Path | None = None  # images for the fp16 range scan (else the probe); int8's calibration images
+
+    def __post_init__(self) -> None:
+        check_choices(self, what="TensorRT target")
 
 
 @register_target("tensorrt", ".trt", options=OPTIONS,
                  variant=lambda options: precision_tag(tensorrt_options(options).precision, "fp16"))
 def build_tensorrt(ctx: ExportContext, staged: Path) -> TargetBuild:
-    from deploykit.export.tensorrt import PLAN_FILE, engine_unavailable
+    from deploykit.core.tensorrt_plan import PLAN_FILE
+    from deploykit.runtimes.tensorrt import engine_unavailable
 
     opts = tensorrt_options(ctx.options)
     reason = engine_unavailable()
@@ -54,9 +59,6 @@ def build_tensorrt(ctx: ExportContext, staged: Path) -> TargetBuild:
 def tensorrt_options(options: dict) -> TensorRTOptions:
     own = ("precision", "workspace", "require_engine", "calib")
     opts = TensorRTOptions(**{k: options[k] for k in own if options.get(k) is not None})
-    if opts.precision not in PRECISIONS:
-        raise DeployKitError(f"TensorRT target: invalid --precision {opts.precision}",
-                             fix=f"one of {', '.join(PRECISIONS)}")
     searched = [f"--{k.replace('_', '-')}" for k in INT8_SEARCH_OPTIONS if options.get(k) is not None]
     if searched and opts.precision != "int8":
         raise DeployKitError(f"{', '.join(searched)} only apply to --precision int8", fix="add --precision int8")
@@ -76,7 +78,7 @@ def write_onnx(ctx: ExportContext, staged: Path, opts: TensorRTOptions) -> Targe
 
     from deploykit.export.onnx import DEFAULT_OPSET, count_ops, export_onnx
     from deploykit.export.onnx_fp16 import convert_to_fp16
-    from deploykit.export.tensorrt import ONNX_FILE
+    from deploykit.core.tensorrt_plan import ONNX_FILE
     from deploykit.runtimes.onnxruntime import OrtModel
 
     path, opset = staged / ONNX_FILE, ctx.options.get("opset", DEFAULT_OPSET)
@@ -113,7 +115,7 @@ def _write_int8_onnx(ctx: ExportContext, path: Path) -> TargetBuild:
 
 
 def _plan(ctx: ExportContext, staged: Path, opts: TensorRTOptions):
-    from deploykit.export.tensorrt import DEFAULT_WORKSPACE_MIB, ONNX_FILE, BuildPlan
+    from deploykit.core.tensorrt_plan import DEFAULT_WORKSPACE_MIB, ONNX_FILE, BuildPlan
 
     return BuildPlan(precision=opts.precision, workspace_mib=opts.workspace or DEFAULT_WORKSPACE_MIB,
                      onnx_sha256=sha256_file(staged / ONNX_FILE),
@@ -133,7 +135,7 @@ def _explain_no_engine(build: TargetBuild, directory: str, plan, reason: str) ->
 def _build_and_run_engine(ctx: ExportContext, staged: Path, plan, build: TargetBuild) -> None:
     import torch
 
-    from deploykit.export.tensorrt import build_engine
+    from deploykit.runtimes.tensorrt import build_engine
     from deploykit.profile.latency import measure_side_by_side
     from deploykit.runtimes.tensorrt import TensorRTModel
 

@@ -23,6 +23,7 @@ from typing import Iterable
 
 import numpy as np
 
+from deploykit.core.devices import DEFAULT_THREADS
 from deploykit.runtimes.onnxruntime import OrtModel
 
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
@@ -76,7 +77,7 @@ def _float_source(dq, producer: dict, float_inputs: list[str] | None, slot: int)
 
 
 def node_sensitivity(float_path: Path, qdq_path: Path, batches: Iterable[np.ndarray], *,
-                     threads: int = 2) -> list[NodeSensitivity]:
+                     threads: int = DEFAULT_THREADS) -> list[NodeSensitivity]:
     """Every quantized node of `qdq_path`, the most harmful (alone, at the output) first."""
     import onnx
 
