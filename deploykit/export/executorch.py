@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from deploykit.core.errors import DeployKitError, missing_extra
+from deploykit.core.errors import DeployKitError, import_backend
 from deploykit.export.torch_graph import module_path, unconvertible
 
 BOOKKEEPING = ("executorch_call_delegate", "getitem")  # graph plumbing, not operators that compute
@@ -33,12 +33,9 @@ class LoweredProgram:
 
 
 def import_executorch_export():
-    try:
-        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-        from executorch.exir import to_edge_transform_and_lower
-    except ImportError as exc:
-        raise missing_extra("executorch", "executorch") from exc
-    return XnnpackPartitioner, to_edge_transform_and_lower
+    partitioner = import_backend("executorch.backends.xnnpack.partition.xnnpack_partitioner", "executorch",
+                                 package="executorch")
+    return partitioner.XnnpackPartitioner, import_backend("executorch.exir", "executorch").to_edge_transform_and_lower
 
 
 def lower_to_pte(model: torch.nn.Module, probe: torch.Tensor, path: Path) -> LoweredProgram:

@@ -6,21 +6,16 @@ op and the layer that calls it (`export.torch_graph.unconvertible`).
 from __future__ import annotations
 
 import contextlib
-from collections import Counter
 from pathlib import Path
 
 import torch
 
-from deploykit.core.errors import DeployKitError, missing_extra
+from deploykit.core.errors import import_backend
 from deploykit.export.torch_graph import unconvertible
 
 
 def import_litert_torch():
-    try:
-        import litert_torch
-    except ImportError as exc:
-        raise missing_extra("litert-torch", "litert") from exc
-    return litert_torch
+    return import_backend("litert_torch", "litert", package="litert-torch")
 
 
 def convert_tflite(model: torch.nn.Module, probe: torch.Tensor, path: Path, quantizer=None, *,
@@ -58,33 +53,6 @@ def _quiet(config):
         yield
     finally:
         config.show_progress = shown
-
-
-def typed_op_counts(path: Path) -> dict[str, dict[str, int]]:
-    """{builtin op: {type of its first input: count}} over the main subgraph of a `.tflite` file."""
-    from ai_edge_litert import schema_py_generated as schema
-
-    buffer = Path(path).read_bytes()
-    try:
-        model = schema.Model.GetRootAsModel(buffer, 0)
-        graph = model.Subgraphs(0)
-    except Exception as exc:  # noqa: BLE001 - a damaged flatbuffer raises from struct unpacking
-        raise DeployKitError(f"{path} is not a LiteRT model: {exc}", fix="pass a .tflite file") from exc
-    op_names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    type_names = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
-    counts: dict[str, Counter] = {}
-    for i in range(graph.OperatorsLength()):
-        op = graph.Operators(i)
-        code = model.OperatorCodes(op.OpcodeIndex())
-        name = op_names.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()), "CUSTOM")
-        first = op.Inputs(0) if op.InputsLength() else -1
-        tensor_type = type_names.get(graph.Tensors(first).Type(), "?") if first >= 0 else "none"
-        counts.setdefault(name, Counter())[tensor_type] += 1
-    return {op: dict(c) for op, c in sorted(counts.items())}
-
-
-def op_counts(path: Path) -> dict[str, int]:
-    return {op: sum(by_type.values()) for op, by_type in typed_op_counts(path).items()}
 
 
 def pt2e_quantizer(per_channel: bool):

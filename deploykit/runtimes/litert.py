@@ -43,8 +43,6 @@ class LiteRTModel:
 
     def precision_record(self) -> dict:
         """The compute ops by input type (from the flatbuffer) and the XNNPACK partitions (from the interpreter)."""
-        from deploykit.export.litert import typed_op_counts
-
         all_ops = typed_op_counts(self.path)
         typed = {op: by_type for op, by_type in all_ops.items() if op in COMPUTE_OPS}
         fp16_weights = all_ops.get("DEQUANTIZE", {}).get("FLOAT16", 0)  # TFLite's float16 quantization
@@ -87,3 +85,32 @@ def summarize(typed: dict[str, dict[str, int]]) -> str:
              "qint8": "i8", "qcint8": "i8", "quint8": "u8", "fp32": "fp32", "fp16": "fp16"}  # XNNPACK's
     return summarize_layers({op: {names.get(t, t.lower()): n for t, n in by_type.items()}
                              for op, by_type in typed.items()})
+
+
+def typed_op_counts(path: Path) -> dict[str, dict[str, int]]:
+    """{builtin op: {type of its first input: count}} over the main subgraph of a `.tflite` file (read from
+    its flatbuffer with the runtime's own schema: what the file holds, for the export's structure check and
+    the runtime's precision record)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    buffer = Path(path).read_bytes()
+    try:
+        model = schema.Model.GetRootAsModel(buffer, 0)
+        graph = model.Subgraphs(0)
+    except Exception as exc:  # noqa: BLE001 - a damaged flatbuffer raises from struct unpacking
+        raise DeployKitError(f"{path} is not a LiteRT model: {exc}", fix="pass a .tflite file") from exc
+    op_names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    type_names = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+    counts: dict[str, Counter] = {}
+    for i in range(graph.OperatorsLength()):
+        op = graph.Operators(i)
+        code = model.OperatorCodes(op.OpcodeIndex())
+        name = op_names.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()), "CUSTOM")
+        first = op.Inputs(0) if op.InputsLength() else -1
+        tensor_type = type_names.get(graph.Tensors(first).Type(), "?") if first >= 0 else "none"
+        counts.setdefault(name, Counter())[tensor_type] += 1
+    return {op: dict(c) for op, c in sorted(counts.items())}
+
+
+def op_counts(path: Path) -> dict[str, int]:
+    return {op: sum(by_type.values()) for op, by_type in typed_op_counts(path).items()}

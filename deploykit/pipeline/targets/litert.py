@@ -21,7 +21,8 @@ COUNTED = ("convolutions: CONV_2D + DEPTHWISE_CONV_2D + TRANSPOSE_CONV + CONV_3D
 
 def _write(model: torch.nn.Module, probe: torch.Tensor, path: Path, quantizer=None, *,
            fp16_weights: bool = False) -> Structure:
-    from deploykit.export.litert import convert_tflite, op_counts
+    from deploykit.export.litert import convert_tflite
+    from deploykit.runtimes.litert import op_counts
     from deploykit.export.torch_graph import batch_norm_nodes
 
     convert_tflite(model, probe, path, quantizer, fp16_weights=fp16_weights)
