@@ -11,7 +11,8 @@ from deploykit.pipeline.junit import junit_xml
 from deploykit.pipeline.recipe import load_recipe
 
 RECIPE = """\
-model: resnet20_cifar
+model: mobileone_s0
+weights: random  # no real weights or data needed: the judge is under test, not a model
 data: {eval: cifar10/test}
 devices: [host-cpu-ort]
 thresholds:
@@ -23,6 +24,7 @@ stages:
 
 
 def _cases(tmp_path: Path, **measured):
+    (tmp_path / "cifar10" / "test").mkdir(parents=True, exist_ok=True)  # found beside the recipe: no real data needed
     (tmp_path / "r.yaml").write_text(RECIPE)
     recipe = load_recipe(tmp_path / "r.yaml")
     return judge(recipe, None, [Measurement("folded", "host-cpu-ort", **measured)])
