@@ -22,7 +22,6 @@ def correct_biases(qdq_path: Path, float_path: Path, means: dict[str, np.ndarray
     """Correct every conv of `qdq_path` in place whose weights, bias and input mean are known; returns how
     many were corrected. `float_path`: the float model the QDQ file was quantized from (same node names)."""
     import onnx
-    from onnx import numpy_helper
 
     model = onnx.load(str(qdq_path))
     graph = model.graph
@@ -36,7 +35,7 @@ def correct_biases(qdq_path: Path, float_path: Path, means: dict[str, np.ndarray
         if source not in means or weight is None or conv.name not in float_weights:
             continue
         shift = _output_shift(weight - float_weights[conv.name], np.asarray(means[source]), _groups(conv))
-        corrected += _move_bias(conv.input[2], -shift, producers, inits, numpy_helper)
+        corrected += _move_bias(conv.input[2], -shift, producers, inits)
     onnx.save(model, str(qdq_path))
     return corrected
 
@@ -79,8 +78,10 @@ def _dequantized(name: str, producers: dict, inits: dict) -> np.ndarray | None:
     return (q - np.reshape(zero, shape)) * np.reshape(scale, shape)
 
 
-def _move_bias(name: str, delta: np.ndarray, producers: dict, inits: dict, numpy_helper) -> int:
+def _move_bias(name: str, delta: np.ndarray, producers: dict, inits: dict) -> int:
     """Add `delta` to the bias: a float initializer directly, an int32 one (DQ) in its own scale."""
+    from onnx import numpy_helper
+
     dq = producers.get(name)
     if dq is not None and dq.op_type == "DequantizeLinear" and dq.input[0] in inits:
         target = inits[dq.input[0]]
