@@ -94,6 +94,8 @@ def test_stopped_after_an_epoch_then_rerun_resumes_to_the_same_weights(tiny_cifa
     assert "epoch 1/2" not in again.stderr and _same_weights(out, uninterrupted)
 
 
+# slow: the resume logic is covered by the stop-after-an-epoch test; this adds the SIGKILL case
+@pytest.mark.slow
 def test_killed_mid_epoch_resumes_from_the_last_step_checkpoint(tiny_cifar, uninterrupted, tmp_path):
     out = tmp_path / "k.safetensors"
     command = ["finetune", *RUN, "--data", tiny_cifar, "--epochs", "2", "--out", out, "--save-every", "1"]
@@ -118,6 +120,8 @@ def test_killed_mid_epoch_resumes_from_the_last_step_checkpoint(tiny_cifar, unin
     assert _same_weights(out, uninterrupted)
 
 
+# slow: pruning (tests/passes) and distillation (tests/training) are covered apart; this joins them
+@pytest.mark.slow
 def test_prune_then_distil_from_the_float_model(tiny_cifar, data_dir, tmp_path):
     from deploykit.pipeline.weights import build_model
 

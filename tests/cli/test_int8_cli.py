@@ -73,7 +73,9 @@ def test_calib_without_int8_for_onnx_is_refused(data_dir, tmp_path):
     assert done.returncode != 0 and "--calib only apply to int8" in done.stderr and "Traceback" not in done.stderr
 
 
-@pytest.mark.parametrize("device, layout", [("host-cpu-openvino", "openvino"), (None, "onnxruntime")])
+# the default layout end to end is tests/export/test_quantize.py::test_resnet20_cifar_int8_end_to_end
+@pytest.mark.parametrize("device, layout", [("host-cpu-openvino", "openvino"),
+                                            pytest.param(None, "onnxruntime", marks=pytest.mark.slow)])
 def test_device_picks_the_layout_and_int8_is_timed_there(data_dir, tmp_path, device, layout):
     pytest.importorskip("openvino")
     extra = ["--device", device] if device else []
