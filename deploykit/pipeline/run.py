@@ -172,7 +172,8 @@ def _measurement(stage: str, row, batch: int, reference=None) -> Measurement:
         latency_ms=latency.p50_ms if latency else None, latency_batch=batch,
         reference_top1=reference.quality.top1 if reference is not None and reference.quality else None,
         precision_used=row.precision_used, note="; ".join(notes),
-        latency_unstable=latency is not None and latency_is_unstable(latency.spread))
+        latency_unstable=latency is not None and latency_is_unstable(latency.spread),
+        latency_spread=latency.spread if latency is not None else None)
 
 
 __all__ = ["RunResult", "export_request", "run_plan"]

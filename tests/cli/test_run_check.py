@@ -135,8 +135,20 @@ def test_resnet56_recipe_checks_and_reruns_from_cache(tmp_path, data_dir):
     start = time.perf_counter()
     second = deploykit("run", str(recipe), cwd=tmp_path)
     second_seconds = time.perf_counter() - start
-    assert second.returncode == 0 and "0 built or measured" in second.stdout
-    assert second_seconds <= 0.1 * first_seconds, (first_seconds, second_seconds)
+    assert second.returncode == 0, second.stdout + second.stderr
+    unstable = _unstable_stages(first.stdout)
+    if not unstable:  # everything was cached: the rerun builds and measures nothing
+        assert "0 built or measured" in second.stdout
+        assert second_seconds <= 0.1 * first_seconds, (first_seconds, second_seconds)
+    else:  # a noisy host: unstable latencies are never cached, so exactly those are measured again
+        assert f"{len(unstable)} built or measured" in second.stdout, second.stdout
+        assert all(f"{stage:<10} reused" in second.stdout for stage in ("folded", "pruned", "int8", "tensorrt"))
     check = deploykit("check", str(recipe), "--junit", "out.xml", cwd=tmp_path)
     assert check.returncode == 0, check.stdout + check.stderr
     ET.parse(tmp_path / "out.xml")
+
+
+def _unstable_stages(report: str) -> list[str]:
+    """The stages whose latency the report marks unstable (`1.69*`): the run does not cache those."""
+    rows = [line.split() for line in report.splitlines() if line.strip().startswith(("folded", "pruned", "int8"))]
+    return [row[0] for row in rows if any(cell.endswith("*") for cell in row)]
