@@ -28,22 +28,23 @@ PERCENTILE = 99.999
 
 def collect_ranges(prepared: Path, batches: list[np.ndarray], *, workdir: Path, input_name: str,
                    methods: Iterable[str]) -> dict[str, object]:
-    """`{method: TensorsData}` for each of `methods` (minmax, entropy, percentile), and `channel_means`
-    (`{tensor: per-channel mean}` of the 4-D tensors), from one pass."""
+    """`{method: TensorsData}` for each of `methods` (minmax, entropy, percentile), and `mean_maps`
+    (`{tensor: mean (C, H, W) map}` of the 4-D tensors), from one pass."""
     session, names, wanted = _augmented_session(prepared, workdir)
     low: dict[str, np.ndarray] = {}
     high: dict[str, np.ndarray] = {}
-    means = ChannelMeans()
+    means = MeanMaps()
     collectors = {m: _collector(m) for m in methods if m in HISTOGRAMS}
     for chunk in _chunks(batches, max(1, CHUNK_IMAGES // len(batches[0]))):
         for name, arrays in _run_chunk(session, names, wanted, chunk, input_name).items():
             _collect_tensor(name, arrays, low, high, collectors)
             means.add(name, arrays)
-    return {**_results(methods, low, high, collectors), "channel_means": means.result()}
+    return {**_results(methods, low, high, collectors), "mean_maps": means.result()}
 
 
-class ChannelMeans:
-    """Each 4-D tensor's per-channel mean over the calibration images (what bias correction needs)."""
+class MeanMaps:
+    """Each 4-D tensor's mean over the calibration images, per channel and position (what bias correction
+    needs: a 3x3 conv's border taps read padding, so on small maps the per-channel mean alone is wrong)."""
 
     def __init__(self) -> None:
         self.sums: dict[str, np.ndarray] = {}
@@ -52,8 +53,8 @@ class ChannelMeans:
     def add(self, name: str, arrays: list[np.ndarray]) -> None:
         for array in arrays:
             if array.ndim == 4:
-                self.sums[name] = self.sums.get(name, 0) + array.sum(axis=(0, 2, 3), dtype=np.float64)
-                self.counts[name] = self.counts.get(name, 0) + array.size // array.shape[1]
+                self.sums[name] = self.sums.get(name, 0) + array.sum(axis=0, dtype=np.float64)
+                self.counts[name] = self.counts.get(name, 0) + array.shape[0]
 
     def result(self) -> dict[str, np.ndarray]:
         return {name: total / self.counts[name] for name, total in self.sums.items()}

@@ -11,7 +11,6 @@ the candidates (method, per-channel or per-tensor weights, layers left in float)
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -33,11 +32,13 @@ class QuantizeConfig:
     method: str = "minmax"
     per_channel: bool = True
     exclude: tuple[str, ...] = ()  # ONNX node names left in float
+    bias_correction: bool | None = None  # None: as the layout says
 
     def label(self) -> str:
         weights = "per-channel" if self.per_channel else "per-tensor"
         kept = f", {len(self.exclude)} layers float" if self.exclude else ""
-        return f"{self.method} / {weights}{kept}"
+        corrected = {None: "", True: ", biases corrected", False: ", biases uncorrected"}[self.bias_correction]
+        return f"{self.method} / {weights}{kept}{corrected}"
 
 
 def prepare_for_quantization(float_path: Path, out: Path) -> Path:
@@ -87,11 +88,10 @@ class Int8Quantizer:
                                      fix="try another --calib-method or --per-channel, and report this model") from exc
         if config.exclude:
             read_float_inputs(out, set(config.exclude), self.prepared)
-        if self.layout.bias_correction:
+        if self.layout.bias_correction if config.bias_correction is None else config.bias_correction:
             from deploykit.export.bias_correction import correct_biases
 
-            means = {name: np.asarray(mean) for name, mean in json.loads(self.means_file().read_text()).items()}
-            correct_biases(out, self.prepared, means)
+            correct_biases(out, self.prepared, self.mean_maps())
         keep_outputs_float(out)
         return out
 
@@ -106,20 +106,24 @@ class Int8Quantizer:
     def ranges_file(self, method: str) -> Path:
         """The cached ranges of `method`; the first call collects every method's in one pass."""
         path = self.workdir / f"ranges-{method}-{self.key}.json"
-        if not path.is_file():
+        if not (path.is_file() and self.means_file().is_file()):
             from deploykit.export.calibrate import collect_ranges, save_ranges
 
             methods = tuple(dict.fromkeys((*self.methods, method, "minmax")))
             ranges = collect_ranges(self.prepared, self.batches, workdir=self.workdir,
                                     input_name=self.input_name, methods=methods)
-            means = {name: mean.tolist() for name, mean in ranges.pop("channel_means").items()}
-            self.means_file().write_text(json.dumps(means))
+            maps = ranges.pop("mean_maps")
+            np.savez(self.means_file(), *maps.values(), names=np.array(list(maps)))
             for name, data in ranges.items():
                 save_ranges(data, self.workdir / f"ranges-{name}-{self.key}.json")
         return path
 
     def means_file(self) -> Path:
-        return self.workdir / f"means-{self.key}.json"
+        return self.workdir / f"means-{self.key}.npz"
+
+    def mean_maps(self) -> dict[str, np.ndarray]:
+        with np.load(self.means_file()) as saved:  # plain arrays: no pickle
+            return {str(name): saved[f"arr_{i}"] for i, name in enumerate(saved["names"])}
 
 
 def _ranges_key(model: Path, batches: list[np.ndarray]) -> str:

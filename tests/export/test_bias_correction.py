@@ -19,25 +19,26 @@ from deploykit.pipeline.targets.int8_search import run_onnx
 
 
 class PositiveInputConv(nn.Module):
-    """A 1x1 conv (no borders: the closed form is exact) reading inputs of mean ~3, with per-tensor weights
-    whose scale one large weight sets, so the small ones round coarsely."""
+    """A conv reading inputs of mean ~3, with per-tensor weights whose scale one large weight sets, so the
+    small ones round coarsely. 3x3 with padding on a 6x6 map: most taps read padding somewhere, so a
+    correction that took the border's zeros for pixels would be wrong."""
 
-    def __init__(self) -> None:
+    def __init__(self, kernel: int = 1, stride: int = 1) -> None:
         super().__init__()
         generator = torch.Generator().manual_seed(0)
-        self.conv = nn.Conv2d(8, 8, 1)
+        self.conv = nn.Conv2d(8, 8, kernel, stride=stride, padding=kernel // 2)
         with torch.no_grad():
-            self.conv.weight.copy_(torch.randn(8, 8, 1, 1, generator=generator) * 0.05)
+            self.conv.weight.copy_(torch.randn(8, 8, kernel, kernel, generator=generator) * 0.05)
             self.conv.weight[0, 0] = 4.0
 
     def forward(self, x):
         return self.conv(x)
 
 
-@pytest.fixture(scope="module")
-def conv_onnx(tmp_path_factory):
+@pytest.fixture(scope="module", params=[(1, 1), (3, 1), (3, 2)], ids=["1x1", "3x3-padded", "3x3-stride2"])
+def conv_onnx(tmp_path_factory, request):
     tmp = tmp_path_factory.mktemp("bias")
-    export_onnx(PositiveInputConv().eval(), torch.zeros(1, 8, 6, 6), tmp / "conv.onnx")
+    export_onnx(PositiveInputConv(*request.param).eval(), torch.zeros(1, 8, 6, 6), tmp / "conv.onnx")
     return prepare_for_quantization(tmp / "conv.onnx", tmp / "prepared.onnx")
 
 
@@ -62,7 +63,7 @@ def test_openvino_layout_corrects_the_mean_shift_of_weight_rounding(conv_onnx, t
         path = quantizer.quantize(QuantizeConfig(per_channel=False), tmp_path / name / "q.onnx")
         shifts[name] = _mean_shift(path, reference, images)
     assert shifts["plain"].max() > 0.01  # the rounding shift is there to correct
-    assert shifts["corrected"].max() < 0.25 * shifts["plain"].max(), shifts
+    assert shifts["corrected"].max() < 0.1 * shifts["plain"].max(), shifts  # per-channel means alone: 0.22, 0.44 on 3x3
 
 
 def test_only_the_bias_moves(conv_onnx, tmp_path):

@@ -275,6 +275,29 @@ def test_budget_out_of_reach_fails_and_writes_nothing(tmp_path, monkeypatch):
     assert not staged.exists()
 
 
+def test_the_fallback_leaves_at_most_half_the_layers_float(tmp_path, monkeypatch):
+    """Past half the layers in float the file is a float model with int8 overhead: refused, not written."""
+    import deploykit.pipeline.targets.int8_search as search
+
+    monkeypatch.setattr(search.Score, "fits", lambda self, budget: False)  # no candidate ever fits
+    calib = noise_images(tmp_path / "calib", 48)
+    ctx = context_for(Tiny(), calib=calib, calib_size=48, calib_method="minmax")
+    staged = tmp_path / "tiny.int8.onnx"
+    with pytest.raises(DeployKitError, match=r"its 2 most sensitive layers in float \(of 5; no more than half"):
+        build_int8(ctx, staged, build_float_onnx, layout=LAYOUTS["onnxruntime"])
+    assert not staged.exists()
+
+
+def test_openvino_layout_tries_its_choice_without_bias_correction(tmp_path):
+    """The held-out images decide whether the closed-form bias correction helps; a tie keeps it."""
+    calib = noise_images(tmp_path / "calib", 48)
+    ctx = context_for(Tiny(), calib=calib, calib_size=48, calib_method="minmax")
+    build = build_int8(ctx, tmp_path / "tiny.int8.onnx", build_float_onnx, layout=LAYOUTS["openvino"])
+    record = build.details["int8"]
+    tried = [c["bias_correction"] for c in record["candidates"]]
+    assert tried[:-1] == [None] * (len(tried) - 1) and tried[-1] is False
+
+
 # --- real data ------------------------------------------------------------------------------------
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:

@@ -281,6 +281,8 @@ def _messages(record: dict) -> list[str]:
              f"int8: {chosen['method']} calibration, {weights} weights (best of {len(record['candidates'])} "
              f"candidates); on {record['calibration']['holdout']} held-out images {measured}, "
              f"loss {chosen['loss_points']:.2f} points (budget {record['budget_points']:g})"]
+    if chosen.get("bias_correction") is False and record["layout"]["bias_correction"]:
+        lines.append("biases left uncorrected: the held-out images scored the layout's bias correction worse")
     if record["kept_float"]:
         layers = ", ".join(entry["layer"] for entry in record["kept_float"])
         lines.append(f"kept in float to fit the budget: {len(record['kept_float'])} layers ({layers})")
