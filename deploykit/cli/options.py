@@ -11,6 +11,8 @@ from typing import Any, Callable, Sequence
 
 import typer
 
+CACHE_HELP = "cache folder (default: $DEPLOYKIT_PIPELINE_CACHE, else .deploykit-cache/ here)"  # run, sweep
+
 
 @dataclass(frozen=True)
 class Opt:
@@ -33,7 +35,6 @@ def _bare(annotation: Any) -> Any:
     """`Optional[int]` -> int."""
     args = [a for a in getattr(annotation, "__args__", ()) if a is not type(None)]
     return args[0] if len(args) == 1 else annotation
-
 
 
 def argument(name: str, annotation: Any, default: Any, help: str, **extra: Any) -> Opt:

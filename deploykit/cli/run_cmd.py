@@ -13,8 +13,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from deploykit.cli.app import command, console, err_console
+from deploykit.cli.options import CACHE_HELP
 
-CACHE_HELP = "cache folder (default: $DEPLOYKIT_PIPELINE_CACHE, else .deploykit-cache/ here)"
 LOG_WIDTH = 160
 COLUMNS = ("stage", "artifact", "device", "top-1", "Δ top-1", "agree", "SQNR dB", "p50 ms", "verdict")
 WIDE_ONLY = ("artifact", "SQNR dB")  # without them the table fits 80 columns; --wide shows them

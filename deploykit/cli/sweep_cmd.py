@@ -11,8 +11,8 @@ import typer
 from rich.markup import escape
 
 from deploykit.cli.app import command, console
+from deploykit.cli.options import CACHE_HELP
 
-CACHE_HELP = "cache folder (default: $DEPLOYKIT_PIPELINE_CACHE, else .deploykit-cache/ here)"
 ADDRESS_HELP = "join a running Ray cluster (`auto`, or HOST:PORT of `ray start --head`) instead of starting Ray here"
 
 
