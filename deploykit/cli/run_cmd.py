@@ -107,7 +107,7 @@ def _verdict(cases, failures) -> None:
                           soft_wrap=True)
     if not failures:  # a latency gate is never passed on a measurement the machine disturbed
         raise DeployKitError(f"check not passed: {len(shaky)} latency checks unstable, the rest passed",
-                             fix="rerun on a quiet machine (unstable latencies are not cached)", exit_code=1)
+                             fix="rerun on a quiet machine (an unstable latency is timed again; accuracy comes from the cache)", exit_code=1)
     stages = list(dict.fromkeys(c.stage for c in failures))
     raise DeployKitError(f"check failed at stage {', '.join(stages)}: {len(failures)} of {len(cases)} "
                          "checks failed", fix="see the FAIL lines above; the thresholds are in the recipe",
@@ -178,7 +178,7 @@ def print_results(result, cases=None, *, wide: bool = False) -> None:
         unstable |= row["p50 ms"].endswith("*")
         table.add_row(*(row.get(c, "") for c in columns))
     if unstable:
-        table.caption = "* unstable: the timing rounds disagreed, also when measured again; not cached"
+        table.caption = "* unstable: the timing rounds disagreed, also when measured again; timed again next run"
     if wide or not console.is_terminal:  # CI logs and --wide: every column whole, no 80-column wrap
         Console(file=console.file, width=LOG_WIDTH, force_terminal=console.is_terminal,
                 color_system=console.color_system).print(table)

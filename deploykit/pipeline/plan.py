@@ -237,7 +237,7 @@ def _reference_step(recipe: Recipe, cache: PipelineCache, tools: dict, weights_s
     key = sha256_json({"what": "reference", "format": CACHE_FORMAT, "model": recipe.model,
                        "num_classes": recipe.num_classes, "input_size": recipe.input_size,
                        "weights_sha256": weights_sha, "data": _data_inputs(recipe, data_sha), "tools": tools})
-    return MeasureStep(FLOAT_STAGE, "host (PyTorch)", key, cache.measurement(key) is not None)
+    return MeasureStep(FLOAT_STAGE, "host (PyTorch)", key, reusable(cache.measurement(key)))
 
 
 def measure_key(recipe: Recipe, artifact_sha: str, device: Device, data_sha: str, reference_key: str,
@@ -260,4 +260,10 @@ def _measure_step(recipe: Recipe, cache: PipelineCache, step: ArtifactStep, devi
     if step.cached is None:
         return MeasureStep(step.stage, device.name, None, False, skip)
     key = measure_key(recipe, step.cached.sha256, device, data_sha, reference_key, tools)
-    return MeasureStep(step.stage, device.name, key, cache.measurement(key) is not None, skip)
+    return MeasureStep(step.stage, device.name, key, reusable(cache.measurement(key)), skip)
+
+
+def reusable(record: dict | None) -> bool:
+    """A cached measurement served whole. One whose latency was unstable is timed again (its accuracy, which
+    does not depend on the machine's load, is kept): see pipeline.run."""
+    return record is not None and not record["measurement"].get("latency_unstable", False)
