@@ -60,7 +60,8 @@ def test_int8_options_reach_the_manifest_and_eval_excludes_calibration(data_dir,
     record = manifest["extra"]["int8"]
     assert manifest["precision"] == "int8" and record["requested"] == {"calib_method": "minmax", "per_channel": "on"}
     assert record["budget_points"] == 0.5 and record["calibration"]["split"] == 200
-    assert [(c["method"], c["per_channel"]) for c in record["candidates"]] == [("minmax", True)]
+    assert sorted((c["method"], c["per_channel"], str(c["bias_correction"])) for c in record["candidates"]) == [
+        ("minmax", True, "False"), ("minmax", True, "None")]  # the one configuration, biases corrected or not
     train = str(data_dir / "cifar10" / "train")
     evaluated = run_cli("eval", str(artifact), "--data", train, "--exclude-calib", str(artifact), "--limit", "64",
                         cwd=tmp_path)

@@ -288,14 +288,16 @@ def test_the_fallback_leaves_at_most_half_the_layers_float(tmp_path, monkeypatch
     assert not staged.exists()
 
 
-def test_openvino_layout_tries_its_choice_without_bias_correction(tmp_path):
+def test_bias_correction_is_decided_on_the_plain_candidate(tmp_path):
     """The held-out images decide whether the closed-form bias correction helps; a tie keeps it."""
     calib = noise_images(tmp_path / "calib", 48)
-    ctx = context_for(Tiny(), calib=calib, calib_size=48, calib_method="minmax")
+    ctx = context_for(Tiny(), calib=calib, calib_size=48)
     build = build_int8(ctx, tmp_path / "tiny.int8.onnx", build_float_onnx, layout=LAYOUTS["openvino"])
     record = build.details["int8"]
-    tried = [c["bias_correction"] for c in record["candidates"]]
-    assert tried[:-1] == [None] * (len(tried) - 1) and tried[-1] is False
+    tried = [(c["method"], c["per_channel"], c["bias_correction"]) for c in record["candidates"]]
+    first, second = tried[:2]  # the plain candidate both ways, the held-out winner first
+    assert first[:2] == second[:2] and {first[2], second[2]} == {None, False}
+    assert len(tried) > 2 and all(t[2] == first[2] for t in tried[2:])  # the rest follow the winner
 
 
 # --- real data ------------------------------------------------------------------------------------
